@@ -1,0 +1,48 @@
+# The README's first commands: `make demo` runs the whole job locally, `make test` the suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is pinned here, not in pyproject.toml: the trainer image brings its own CUDA build,
+# while a machine without a GPU takes the CPU wheel (a newer release would pull CUDA, several GB).
+CPU_TORCH ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+export HF_HUB_DISABLE_XET := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export WANDB_MODE ?= offline
+export WANDB_SILENT := true
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help venv test lint demo bench clean
+
+help:
+	@echo "make demo   devhub + tiny trainer on CPU + uploader, then list the uploaded repos"
+	@echo "make test   install everything into $(VENV) and run the whole suite"
+	@echo "make lint   ruff"
+	@echo "make bench  benchmarks (bench/)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	if ! command -v nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/python -m pip install -q -c constraints.txt "$(CPU_TORCH)"; fi
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[uploader,trainer,dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+demo: $(STAMP)
+	$(BIN)/python -m demo
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache demo-output

@@ -1,0 +1,54 @@
+"""Content hashes as the Hub reports them: sha256 for LFS files, git blob sha1 for the rest.
+
+Both come out of one read of the file, so the uploader hashes each byte once and reuses the
+result for the upload, the manifest and the verification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CHUNK_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    size: int
+    sha256: str
+    git_sha1: str
+
+
+def digest_file(path: Path, chunk_size: int = CHUNK_SIZE) -> FileDigest:
+    """sha256 and git blob sha1 of a file, read once.
+
+    The git header needs the size up front; it is taken from fstat of the open file and checked
+    against the bytes actually read, so a file that grows or shrinks under us raises instead of
+    producing a digest that matches neither version.
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        sha256 = hashlib.sha256()
+        sha1 = hashlib.sha1(b"blob %d\0" % size)
+        read = 0
+        while chunk := fh.read(chunk_size):
+            sha256.update(chunk)
+            sha1.update(chunk)
+            read += len(chunk)
+    if read != size:
+        raise FileChangedError(f"{path} changed size while it was hashed ({size} -> {read} bytes)")
+    return FileDigest(size=size, sha256=sha256.hexdigest(), git_sha1=sha1.hexdigest())
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class FileChangedError(OSError):
+    """A file changed while it was being read."""
