@@ -52,3 +52,7 @@ def sha256_bytes(data: bytes) -> str:
 
 class FileChangedError(OSError):
     """A file changed while it was being read."""
+
+
+def digest_bytes(data: bytes) -> FileDigest:
+    return FileDigest(size=len(data), sha256=sha256_bytes(data), git_sha1=git_blob_sha1(data))

@@ -1,0 +1,119 @@
+"""File-level reads: tree listing, paths-info, commit history, and downloads through resolve."""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import parse_qs, unquote, urlencode
+
+from .app import PLURAL_TO_TYPE, App, Request, find_repo, repo_key
+from .storage import Commit, Repo, TreeEntry
+from .trees import etag, list_tree, paths_info
+from .wire import FileBody, HubError, Response, json_response
+
+TREE_PAGE = 1000
+COMMITS_PAGE = 50
+RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _next_link(req: Request, cursor_arg: str, next_cursor: int) -> dict[str, str]:
+    query = [(k, v) for k, vs in req.query.items() if k != cursor_arg for v in vs]
+    query.append((cursor_arg, str(next_cursor)))
+    return {"Link": f'<{req.base_url}{req.path}?{urlencode(query)}>; rel="next"'}
+
+
+def _repo_commit(app: App, req: Request, plural: str, ns: str, name: str, rev: str) -> tuple[Repo, Commit]:
+    repo = find_repo(app, req, repo_key(PLURAL_TO_TYPE[plural], ns, name))
+    return repo, app.storage.resolve(repo, unquote(rev))
+
+
+def tree(app: App, req: Request, plural: str, ns: str, name: str, rev: str, path: str | None = None) -> Response:
+    _, commit = _repo_commit(app, req, plural, ns, name, rev)
+    base = unquote(path or "")
+    entries = list_tree(commit, base, recursive=req.flag("recursive"))
+    if entries is None:
+        raise HubError(404, f"Entry not found: {base}", "EntryNotFound", {"X-Repo-Commit": commit.id})
+    cursor = int(req.arg("cursor") or 0)
+    headers = _next_link(req, "cursor", cursor + TREE_PAGE) if cursor + TREE_PAGE < len(entries) else {}
+    return json_response(entries[cursor : cursor + TREE_PAGE], headers=headers)
+
+
+def post_paths_info(app: App, req: Request, plural: str, ns: str, name: str, rev: str) -> Response:
+    _, commit = _repo_commit(app, req, plural, ns, name, rev)
+    content_type = req.headers.get("Content-Type", "")
+    raw = req.body.read_all()
+    if "json" in content_type:
+        paths = list(json.loads(raw or b"{}").get("paths", []))
+    else:
+        paths = parse_qs(raw.decode(), keep_blank_values=True).get("paths", [])
+    return json_response(paths_info(commit, paths))
+
+
+def list_commits(app: App, req: Request, plural: str, ns: str, name: str, rev: str) -> Response:
+    repo, head = _repo_commit(app, req, plural, ns, name, rev)
+    history = list(app.storage.history(repo, head))
+    page = int(req.arg("p") or 0)
+    chunk = history[page * COMMITS_PAGE : (page + 1) * COMMITS_PAGE]
+    items = [
+        {
+            "id": c.id,
+            "authors": [{"user": c.author, "avatar": ""}],
+            "date": c.date,
+            "title": c.title,
+            "message": c.message,
+        }
+        for c in chunk
+    ]
+    more = (page + 1) * COMMITS_PAGE < len(history)
+    return json_response(items, headers=_next_link(req, "p", page + 1) if more else {})
+
+
+def resolve(app: App, req: Request, prefix: str | None, ns: str, name: str, rev: str, path: str) -> Response:
+    repo_type = {"datasets": "dataset", "spaces": "space"}.get(prefix or "", "model")
+    repo = find_repo(app, req, repo_key(repo_type, ns, name))
+    commit = app.storage.resolve(repo, unquote(rev))
+    file_path = unquote(path)
+    entry = commit.tree.get(file_path)
+    if entry is None:
+        raise HubError(
+            404, f"Entry not found: {file_path}", "EntryNotFound", {"X-Repo-Commit": commit.id}
+        )
+    return _file_response(app, req, commit, entry)
+
+
+def _file_response(app: App, req: Request, commit: Commit, entry: TreeEntry) -> Response:
+    source = app.storage.content_path(entry)
+    if not source.is_file():
+        raise HubError(500, "Stored content is missing")
+    tag = etag(entry)
+    headers = {
+        "X-Repo-Commit": commit.id,
+        "ETag": f'"{tag}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+    }
+    if entry.is_lfs:
+        headers["X-Linked-Etag"] = f'"{tag}"'
+        headers["X-Linked-Size"] = str(entry.size)
+    start, end = 0, entry.size - 1
+    status = 200
+    requested = req.headers.get("Range")
+    if requested and entry.size > 0:
+        start, end = _parse_range(requested, entry.size)
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
+    return Response(status, headers, file=FileBody(source, start, max(0, end - start + 1)))
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int]:
+    match = RANGE_RE.match(header.strip())
+    if not match or match.groups() == ("", ""):
+        raise HubError(416, f"Unsupported Range {header!r}", headers={"Content-Range": f"bytes */{size}"})
+    first, last = match.groups()
+    if first == "":
+        start, end = max(0, size - int(last)), size - 1
+    else:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise HubError(416, "Range not satisfiable", headers={"Content-Range": f"bytes */{size}"})
+    return start, end

@@ -1,0 +1,113 @@
+"""Content-addressed file storage: regular blobs by git sha1, LFS objects by sha256.
+
+Everything lands through a temporary file in the same folder tree and an `os.replace`, so a
+crash never leaves a half-written object under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .hashing import git_blob_sha1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    atomic_write_bytes(path, json.dumps(payload, indent=1, sort_keys=True).encode())
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """A file streamed to a temporary path, with the hashes computed on the way."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+class ObjectStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.uploads = root / "uploads"
+        for folder in (self.tmp, self.uploads, root / "lfs", root / "blobs"):
+            folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.tmp.iterdir():  # leftovers of a crash: never referenced
+            stale.unlink(missing_ok=True)
+
+    def lfs_path(self, sha256: str) -> Path:
+        return self.root / "lfs" / sha256[:2] / sha256[2:4] / sha256
+
+    def blob_path(self, sha1: str) -> Path:
+        return self.root / "blobs" / sha1[:2] / sha1
+
+    def has_lfs(self, sha256: str, size: int) -> bool:
+        path = self.lfs_path(sha256)
+        return path.is_file() and path.stat().st_size == size
+
+    def put_blob(self, content: bytes) -> str:
+        """Store a regular file's content; returns its git sha1."""
+        sha1 = git_blob_sha1(content)
+        path = self.blob_path(sha1)
+        if not path.exists():
+            atomic_write_bytes(path, content)
+        return sha1
+
+    def stage(self, chunks: Iterable[bytes]) -> StagedFile:
+        """Stream chunks to a temporary file, hashing them; the caller adopts or discards it."""
+        path = self.tmp / uuid.uuid4().hex
+        sha256 = hashlib.sha256()
+        size = 0
+        try:
+            with open(path, "wb") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    sha256.update(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return StagedFile(path=path, size=size, sha256=sha256.hexdigest())
+
+    def adopt_lfs(self, staged: StagedFile) -> Path:
+        """Move a verified staged file to its content address."""
+        final = self.lfs_path(staged.sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged.path, final)
+        return final
+
+    def discard(self, staged: StagedFile) -> None:
+        staged.path.unlink(missing_ok=True)
+
+    def upload_dir(self, key: str) -> Path:
+        path = self.uploads / key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def drop_upload_dir(self, key: str) -> None:
+        shutil.rmtree(self.uploads / key, ignore_errors=True)
+

@@ -1,0 +1,187 @@
+"""The trainer's settings: defaults < `TRAINER_*` environment variables < command-line flags.
+
+The names both containers share (`HF_ENDPOINT`, `HUB_NAMESPACE`, `HUB_REPO_PREFIX`,
+`WANDB_PROJECT`, `WANDB_RUN_GROUP`) are read verbatim, without the `TRAINER_` prefix. The Hub
+token is deliberately not a setting: it is read from `HF_TOKEN`/`HF_TOKEN_FILE` by the CLI
+(`shared.env.read_token`) so that no flag, settings dump or `TrainingArguments` ever holds it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, CliApp, NoDecode, SettingsConfigDict, SettingsError
+
+from shared import env
+from shared.naming import DEFAULT_PREFIX, RepoNameError, validate_part, validate_prefix
+
+TINY_MODEL = "tiny"
+DEFAULT_BASE_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
+DEFAULT_OUTPUT_DIR = Path("./llama3-medical-ner-lora")
+DEFAULT_WANDB_PROJECT = "llama3-medical-ner"
+PROG_NAME = "ckpt-trainer"
+
+
+def _shared(name: str, field: str) -> AliasChoices:
+    """Accept the shared env name verbatim and the field name (the CLI flag) for one setting."""
+    return AliasChoices(field, name)
+
+
+class TrainerSettings(BaseSettings):
+    """Everything one training run needs, validated once at the CLI boundary."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRAINER_",
+        cli_prog_name=PROG_NAME,
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_exit_on_error=False,
+        populate_by_name=True,
+        frozen=True,
+        extra="ignore",
+    )
+
+    base_model: str = Field(
+        DEFAULT_BASE_MODEL,
+        description=f"Hub model id or local folder; '{TINY_MODEL}' builds a tiny random Llama "
+        "(with a tokenizer trained on the data) and downloads nothing",
+    )
+    dataset: str | None = Field(
+        None,
+        description="folder with train.jsonl and validation.jsonl, a JSONL file, or a Hub "
+        "dataset id; default: the synthetic dataset shipped in trainer/data",
+    )
+    validation_file: Path | None = Field(
+        None, description="validation JSONL when --dataset names a single file"
+    )
+    ner_labels: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="label names for BIO data with integer tags, in id order "
+        "(comma-separated, e.g. O,B-Disease,I-Disease)",
+    )
+    output_dir: Path = Field(DEFAULT_OUTPUT_DIR, description="where checkpoints are written")
+    resume: Literal["latest", "hub"] | None = Field(
+        None,
+        description="'latest': the newest local checkpoint whose marker matches its files; "
+        "'hub': the same, or else this run's newest verified checkpoint repo on the Hub",
+    )
+
+    per_device_train_batch_size: int = Field(4, ge=1)
+    per_device_eval_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(4, ge=1)
+    num_train_epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(-1, description="overrides the epochs when > 0")
+    learning_rate: float = Field(2e-4, gt=0)
+    warmup_steps: float = Field(0.03, ge=0, description="steps, or a ratio when < 1")
+    lr_scheduler_type: str = "linear"
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(50, ge=1)
+    eval_steps: int = Field(50, ge=1)
+    save_total_limit: int | None = Field(None, ge=1, description="local checkpoints to keep")
+    seed: int = 42
+    max_seq_length: int = Field(512, ge=16)
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
+
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_target_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"], description="comma-separated module names"
+    )
+    bf16: Literal["auto"] | bool = Field("auto", description="auto: bf16 when a GPU supports it")
+    cpu_threads: int | None = Field(None, ge=1, description="torch threads on CPU")
+
+    f1_max_samples: int | None = Field(
+        None, ge=1, description="validation records for the final F1 (default: all)"
+    )
+    f1_batch_size: int = Field(32, ge=1)
+    f1_max_new_tokens: int = Field(128, ge=1)
+    stop_after_step: int | None = Field(
+        None,
+        ge=1,
+        description="simulate a preemption: stop after this step with the schedule unchanged, "
+        "save no final adapter and record the run as failed",
+    )
+
+    report_to: Literal["wandb", "none"] = "none"
+    wandb_project: str = Field(
+        DEFAULT_WANDB_PROJECT, validation_alias=_shared(env.WANDB_PROJECT, "wandb_project")
+    )
+    wandb_group: str | None = Field(
+        None,
+        validation_alias=_shared(env.WANDB_RUN_GROUP, "wandb_group"),
+        description="default: the run id",
+    )
+    hf_endpoint: str = Field(
+        env.DEFAULT_ENDPOINT, validation_alias=_shared(env.HF_ENDPOINT, "hf_endpoint")
+    )
+    hub_namespace: str | None = Field(
+        None,
+        validation_alias=_shared(env.HUB_NAMESPACE, "hub_namespace"),
+        description="default: the token's user",
+    )
+    hub_repo_prefix: str = Field(
+        DEFAULT_PREFIX, validation_alias=_shared(env.HUB_REPO_PREFIX, "hub_repo_prefix")
+    )
+
+    @field_validator("lora_target_modules", "ner_labels", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("hub_namespace")
+    @classmethod
+    def _check_namespace(cls, value: str | None) -> str | None:
+        return None if value is None else validate_part(value, "namespace")
+
+    @field_validator("hub_repo_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        return validate_prefix(value)
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrainerSettings:
+        if not self.lora_target_modules:
+            raise ValueError("lora_target_modules must name at least one module")
+        if self.validation_file is not None and self.dataset is None:
+            raise ValueError("validation_file needs dataset (the training JSONL) as well")
+        return self
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.base_model == TINY_MODEL
+
+
+class SettingsInputError(ValueError):
+    """Settings that cannot be used; the message is one line naming the setting and the fix."""
+
+
+def _flag(loc: tuple[int | str, ...]) -> str:
+    name = str(loc[0]) if loc else "settings"
+    if name.isupper():
+        return name
+    return f"--{name.replace('_', '-')} (TRAINER_{name.upper()})"
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line: the first failing setting, as flag and env var, and what it needs."""
+    error = exc.errors()[0]
+    message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:
+        return f"invalid settings: {message}"
+    return f"{_flag(error['loc'])}: {message} (got {error.get('input')!r})"
+
+
+def parse_settings(argv: list[str] | None) -> TrainerSettings:
+    """Settings from flags and the environment; SettingsInputError with a one-line message."""
+    try:
+        return CliApp.run(TrainerSettings, cli_args=[] if argv is None else argv)
+    except ValidationError as exc:
+        raise SettingsInputError(describe_validation_error(exc)) from None
+    except (SettingsError, RepoNameError) as exc:
+        raise SettingsInputError(str(exc).splitlines()[0]) from None

@@ -1,0 +1,5 @@
+import sys
+
+from uploader.cli import main
+
+sys.exit(main())

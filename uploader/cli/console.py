@@ -1,0 +1,55 @@
+"""What the CLI prints for people: the seed's upload block, and signal handling for the verbs."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import TextIO
+
+from uploader.errors import UploaderError
+from uploader.pipeline import UploadResult
+from uploader.state import Record
+
+RULE = "=" * 80
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+class ConsoleEvents:
+    """Prints one block per verified upload, like the seed's callback did (but after verifying)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
+
+    def verified(self, result: UploadResult) -> None:
+        rec = result.record
+        rate = result.bytes / result.seconds / 1e6 if result.seconds > 0 else 0.0
+        what = "Final LoRA adapter" if rec.kind == "final" else "Checkpoint"
+        how = "already on the Hub, adopted" if result.adopted else "uploaded and verified"
+        lines = [RULE, f"{what} {how}", f"   Step: {rec.step}", f"   Repo: {rec.repo_id}",
+                 f"   URL: {rec.url}",
+                 f"   Size: {human_bytes(result.bytes)} in {result.seconds:.1f} s "
+                 f"({rate:.1f} MB/s)", RULE]
+        with self._lock:
+            print("\n".join(lines), file=self.stream, flush=True)
+
+    def failed(self, record: Record, error: UploaderError) -> None:
+        pass  # logged by the pipeline; the block is for successes
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT only set the event; the loops notice it and drain."""
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

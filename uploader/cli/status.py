@@ -1,0 +1,96 @@
+"""`status`: one row per checkpoint, read from the state without taking the writer's lock.
+
+`--json` prints only a JSON list; `--health` exits 0 when a watcher holds the state dir and its
+loop ran within `--health-max-age` seconds (for container health checks), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from uploader.cli import EXIT_FAILED, EXIT_OK
+from uploader.cli.console import human_bytes
+from uploader.lock import lock_holder
+from uploader.pipeline import HEARTBEAT_KEY
+from uploader.settings import UploaderSettings
+from uploader.state import Record, State, StateStore
+
+COLUMNS = ("step", "kind", "state", "repo_id", "url", "size", "eval_loss", "attempts",
+           "last_error")
+
+
+def run(settings: UploaderSettings) -> int:
+    state_dir = settings.resolved_state_dir
+    if settings.health:
+        return _health(settings)
+    records: list[Record] = []
+    if (state_dir / "state.db").exists() or state_dir.is_dir():
+        store = StateStore.open(state_dir, readonly=True)
+        try:
+            records = store.all()
+        finally:
+            store.close()
+    rows = rows_of(records)
+    if settings.json_output:
+        print(json.dumps(rows, indent=2))
+    else:
+        _table(rows)
+    return EXIT_OK
+
+
+def best_of(records: list[Record], metric: str = "eval_loss") -> Record | None:
+    ranked = [r for r in records if r.state in (State.VERIFIED, State.PRUNED)
+              and r.metrics.get(metric) is not None and r.kind == "checkpoint"]
+    return min(ranked, key=lambda r: (r.metrics[metric], -r.step), default=None)
+
+
+def rows_of(records: list[Record]) -> list[dict[str, Any]]:
+    best = best_of(records)
+    return [{
+        "step": r.step, "kind": str(r.kind), "state": str(r.state), "repo_id": r.repo_id,
+        "url": r.url, "size": r.bytes, "eval_loss": r.eval_loss, "attempts": r.attempts,
+        "last_error": r.last_error, "best": best is not None and r.id == best.id,
+        "folder": r.folder, "commit_sha": r.commit_sha,
+    } for r in records]
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no checkpoints recorded yet")
+        return
+    header = f"{'':2}{'step':>6}  {'kind':<10} {'state':<10} {'size':>9}  {'eval_loss':>9}  " \
+             f"{'tries':>5}  repo / error"
+    print(header)
+    for row in rows:
+        loss = f"{row['eval_loss']:.4f}" if row["eval_loss"] is not None else "-"
+        tail = row["url"] or row["repo_id"]
+        if row["last_error"] and row["state"] != "verified":
+            tail += f"  ({row['last_error']})"
+        print(f"{'*' if row['best'] else ' ':2}{row['step']:>6}  {row['kind']:<10} "
+              f"{row['state']:<10} {human_bytes(row['size'] or 0):>9}  {loss:>9}  "
+              f"{row['attempts']:>5}  {tail}")
+    if any(r["best"] for r in rows):
+        print("* best by eval_loss")
+
+
+def _health(settings: UploaderSettings) -> int:
+    state_dir = settings.resolved_state_dir
+    pid = lock_holder(state_dir) if state_dir.is_dir() else None
+    if pid is None:
+        print("unhealthy: no watcher holds the state dir", file=sys.stderr)
+        return EXIT_FAILED
+    store = StateStore.open(state_dir, readonly=True)
+    try:
+        beat = store.meta_get(HEARTBEAT_KEY)
+    finally:
+        store.close()
+    age = time.time() - float(beat) if beat else None
+    if age is None or age > settings.health_max_age:
+        print(f"unhealthy: watcher pid {pid} loop last ran {age and round(age)} s ago",
+              file=sys.stderr)
+        return EXIT_FAILED
+    print(f"healthy: watcher pid {pid}, loop ran {age:.0f} s ago")
+    return EXIT_OK

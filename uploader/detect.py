@@ -1,0 +1,406 @@
+"""Completion detection: is a checkpoint folder finished, and which version of it is this?
+
+Trainer writes checkpoints in place and not atomically, so a folder is judged by two roads:
+
+1. marker - the trainer's completion marker (`shared.markers`) lists every file of the folder;
+   when the folder still holds exactly those files the folder is complete, at once.
+2. settle - for trainers that write no marker: the expected files are present, no temporary file
+   is left, nothing changed for a settle window (measured as the age of the newest mtime, so a
+   restarted uploader does not wait a whole window again), a second stat snapshot agrees with the
+   first, and every JSON and safetensors header parses.
+
+Only stat calls are made while a folder is unchanged since its last COMPLETE verdict, so watching
+a thousand finished checkpoints stays cheap; files are read only for a new or changed snapshot.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from shared.layout import TRAINER_STATE_FILENAME, FolderRef, Kind
+from shared.markers import FileStat, Marker, MarkerError, read_marker
+from shared.naming import folder_timestamp
+
+logger = logging.getLogger(__name__)
+
+# A settled folder that still misses files or fails validation after this long was most likely
+# abandoned by a crashed save; it is reported INVALID (with the reason) instead of NOT_YET.
+ABANDONED_AFTER_SECONDS = 3600.0
+# safetensors refuses headers above this size; a larger length field means a corrupt file.
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+SAFETENSORS_LENGTH_BYTES = 8
+
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+FULL_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+ADAPTER_CONFIG = "adapter_config.json"
+EVAL_RESULTS = "eval_results.json"
+DEEPSPEED_DIR_PREFIX = "global_step"
+FSDP_MODEL_DIR = "pytorch_model_fsdp_0"
+
+
+class Verdict(enum.StrEnum):
+    COMPLETE = "complete"
+    NOT_YET = "not_yet"
+    GONE = "gone"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class FolderVersion:
+    """One immutable version of a folder's content, as detected complete."""
+
+    ref: FolderRef
+    step: int
+    files: tuple[FileStat, ...]
+    inodes: tuple[tuple[str, int], ...]
+    version_key: str
+    timestamp: datetime
+    run_id: str | None
+    marker: Marker | None
+    origin_repo: str | None
+    detected_by: str  # "marker" or "settle"
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class Detection:
+    verdict: Verdict
+    version: FolderVersion | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """One stat pass over a folder (lstat: symlinks are recorded, never followed)."""
+
+    files: tuple[FileStat, ...]  # the same tuple `shared.markers.snapshot_files` returns
+    inodes: tuple[tuple[str, int], ...]
+    regular: frozenset[str]  # paths that are regular files (the only ones ever read)
+    newest_mtime_ns: int  # of every file and directory, the folder itself included
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(f.path for f in self.files)
+
+
+class _Verdict(Exception):
+    """Raised inside a check to end it with a verdict other than COMPLETE."""
+
+    def __init__(self, verdict: Verdict, reason: str) -> None:
+        super().__init__(reason)
+        self.verdict = verdict
+        self.reason = reason
+
+
+def scan_folder(folder: Path) -> _Scan:
+    """Stat every entry under `folder`; FileNotFoundError when it vanishes meanwhile."""
+    root = Path(folder)
+    newest = os.stat(root, follow_symlinks=False).st_mtime_ns
+    files: list[FileStat] = []
+    inodes: list[tuple[str, int]] = []
+    regular: set[str] = set()
+    pending = [root]
+    while pending:
+        current = pending.pop()
+        with os.scandir(current) as it:
+            for entry in it:
+                st = entry.stat(follow_symlinks=False)
+                newest = max(newest, st.st_mtime_ns)
+                if stat.S_ISDIR(st.st_mode):
+                    pending.append(Path(entry.path))
+                    continue
+                rel = Path(entry.path).relative_to(root).as_posix()
+                files.append(FileStat(rel, st.st_size, st.st_mtime_ns))
+                inodes.append((rel, st.st_ino))
+                if stat.S_ISREG(st.st_mode):
+                    regular.add(rel)
+    return _Scan(tuple(sorted(files)), tuple(sorted(inodes)), frozenset(regular), newest)
+
+
+def version_key(folder: str, step: int, files: tuple[FileStat, ...],
+                inodes: tuple[tuple[str, int], ...]) -> str:
+    """A stable id of one folder version: same name, step and file stats give the same key."""
+    inode_of = dict(inodes)
+    rows = [[f.path, f.size, f.mtime_ns, inode_of.get(f.path, 0)] for f in files]
+    payload = json.dumps([folder, step, rows], separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def is_temporary(path: str) -> bool:
+    """`.tmpXXXX` (safetensors' rename-into-place) or `*.tmp` anywhere in the path."""
+    return any(part.startswith(".tmp") or part.endswith(".tmp") for part in path.split("/"))
+
+
+def check_safetensors_header(path: Path) -> str | None:
+    """Why a safetensors file is unreadable, or None: 8-byte LE length, JSON, offsets in range."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(SAFETENSORS_LENGTH_BYTES)
+        if len(head) < SAFETENSORS_LENGTH_BYTES:
+            return f"{size} bytes is too short for a safetensors header"
+        length = int.from_bytes(head, "little")
+        if length == 0 or length > MAX_SAFETENSORS_HEADER:
+            return f"header length {length} is out of range"
+        if SAFETENSORS_LENGTH_BYTES + length > size:
+            return f"header length {length} exceeds the file size {size}"
+        header = json.loads(fh.read(length))
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    data_bytes = size - SAFETENSORS_LENGTH_BYTES - length
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            end = int(info["data_offsets"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return f"tensor {name!r} has no valid data_offsets"
+        if end > data_bytes:
+            return f"tensor {name!r} ends at {end} but only {data_bytes} data bytes exist"
+    return None
+
+
+class CompletionDetector:
+    """Judges folders of one output dir; keeps a per-folder cache of COMPLETE verdicts."""
+
+    def __init__(
+        self,
+        output_dir: Path,
+        settle_seconds: float,
+        *,
+        clock: Callable[[], float] = time.time,
+        abandoned_after: float = ABANDONED_AFTER_SECONDS,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.settle_seconds = settle_seconds
+        self.abandoned_after = max(abandoned_after, settle_seconds)
+        self._clock = clock
+        self._complete: dict[str, tuple[_Scan, Detection]] = {}
+        self._last_reason: dict[str, str] = {}
+
+    def check(self, ref: FolderRef) -> Detection:
+        folder = ref.path(self.output_dir)
+        try:
+            scan = scan_folder(folder)
+        except PermissionError as exc:
+            detection = Detection(Verdict.INVALID, None, f"cannot list the folder: {exc}")
+        except (FileNotFoundError, NotADirectoryError):
+            if not os.path.lexists(folder):
+                self._complete.pop(ref.name, None)
+                self._last_reason.pop(ref.name, None)
+                return Detection(Verdict.GONE, None, "folder no longer exists")
+            detection = self._not_directory(folder)
+        else:
+            cached = self._complete.get(ref.name)
+            if cached is not None and _same(cached[0], scan):
+                return cached[1]
+            self._complete.pop(ref.name, None)
+            detection = self._judge(ref, folder, scan)
+            if detection.verdict is Verdict.COMPLETE:
+                self._complete[ref.name] = (scan, detection)
+        self._note(ref, detection)
+        return detection
+
+    def _not_directory(self, folder: Path) -> Detection:
+        if folder.is_symlink() or not folder.is_dir():
+            return Detection(Verdict.INVALID, None, f"{folder.name} is not a real directory")
+        return Detection(Verdict.NOT_YET, None, "files changed while the folder was listed")
+
+    def _judge(self, ref: FolderRef, folder: Path, scan: _Scan) -> Detection:
+        if folder.is_symlink():
+            return Detection(Verdict.INVALID, None, f"{folder.name} is a symlink")
+        try:
+            marker = self._trusted_marker(ref, scan)
+            if marker is not None:
+                version = self._version(ref, folder, scan, marker.step, marker)
+                return Detection(Verdict.COMPLETE, version, "completion marker matches")
+            step = self._settled_step(ref, folder, scan)
+            if not _same(scan_folder(folder), scan):
+                raise _Verdict(Verdict.NOT_YET, "folder changed while it was checked")
+            version = self._version(ref, folder, scan, step, None)
+        except _Verdict as outcome:
+            return Detection(outcome.verdict, None, outcome.reason)
+        except FileNotFoundError as exc:
+            return Detection(Verdict.NOT_YET, None, f"a file vanished while checked: {exc}")
+        return Detection(Verdict.COMPLETE, version, f"settled for {self.settle_seconds:g}s")
+
+    def _trusted_marker(self, ref: FolderRef, scan: _Scan) -> Marker | None:
+        """The folder's marker when it describes the folder exactly; None (logged why) otherwise."""
+        try:
+            marker = read_marker(self.output_dir, ref.name)
+        except MarkerError as exc:
+            self._note_marker(ref, f"marker not trusted: {exc}", logging.WARNING)
+            return None
+        if marker is None:
+            return None
+        if marker.kind is not ref.kind or (ref.step is not None and marker.step != ref.step):
+            self._note_marker(
+                ref, f"marker not trusted: it describes {marker.kind} step {marker.step}",
+                logging.WARNING,
+            )
+            return None
+        if marker.files != scan.files:
+            self._note_marker(ref, "marker is stale: the folder changed after it was written",
+                              logging.INFO)
+            return None
+        return marker
+
+    def _settled_step(self, ref: FolderRef, folder: Path, scan: _Scan) -> int:
+        """The step of a settled, valid folder; raises _Verdict when it is not (yet) one."""
+        age = self._clock() - scan.newest_mtime_ns / 1e9
+        if age < self.settle_seconds:
+            raise _Verdict(
+                Verdict.NOT_YET,
+                f"settling: last change {max(age, 0.0):.1f}s ago, window {self.settle_seconds:g}s",
+            )
+        try:
+            temporary = sorted(p for p in scan.names if is_temporary(p))
+            if temporary:
+                raise _Verdict(Verdict.NOT_YET, f"temporary file {temporary[0]} present")
+            _require_files(ref, scan)
+            docs = _validate(folder, scan)
+        except _Verdict as outcome:
+            if outcome.verdict is Verdict.NOT_YET and age >= self.abandoned_after:
+                raise _Verdict(
+                    Verdict.INVALID,
+                    f"{outcome.reason}, and nothing changed for {age:.0f}s: an interrupted save?",
+                ) from None
+            raise
+        return _step_of(ref, docs)
+
+    def _version(self, ref: FolderRef, folder: Path, scan: _Scan, step: int,
+                 marker: Marker | None) -> FolderVersion:
+        return FolderVersion(
+            ref=ref,
+            step=step,
+            files=scan.files,
+            inodes=scan.inodes,
+            version_key=version_key(ref.name, step, scan.files, scan.inodes),
+            timestamp=folder_timestamp(folder, marker),
+            run_id=marker.run_id if marker else None,
+            marker=marker,
+            origin_repo=marker.origin_repo if marker else None,
+            detected_by="marker" if marker else "settle",
+        )
+
+    def _note_marker(self, ref: FolderRef, reason: str, level: int) -> None:
+        key = f"marker:{ref.name}"
+        if self._last_reason.get(key) != reason:
+            self._last_reason[key] = reason
+            logger.log(level, "%s: %s", ref.name, reason,
+                       extra={"folder": ref.name, "reason": reason})
+
+    def _note(self, ref: FolderRef, detection: Detection) -> None:
+        """Log each change of verdict once, not once per poll."""
+        if self._last_reason.get(ref.name) == detection.reason:
+            return
+        self._last_reason[ref.name] = detection.reason
+        level = logging.WARNING if detection.verdict is Verdict.INVALID else logging.DEBUG
+        logger.log(level, "%s: %s (%s)", ref.name, detection.verdict, detection.reason,
+                   extra={"folder": ref.name, "verdict": str(detection.verdict),
+                          "reason": detection.reason})
+
+
+def _same(a: _Scan, b: _Scan) -> bool:
+    return (a.files, a.inodes, a.newest_mtime_ns) == (b.files, b.inodes, b.newest_mtime_ns)
+
+
+def _has_weights(names: frozenset[str]) -> bool:
+    if any(name in names for name in (*ADAPTER_WEIGHTS, *FULL_WEIGHTS)):
+        return True
+    return any(
+        "/" in name and (name.startswith(DEEPSPEED_DIR_PREFIX) or name.startswith(FSDP_MODEL_DIR + "/"))
+        for name in names
+    )
+
+
+def _require_files(ref: FolderRef, scan: _Scan) -> None:
+    names = scan.names
+    has_adapter = any(name in names for name in ADAPTER_WEIGHTS)
+    if ref.kind is Kind.FINAL and not has_adapter:
+        raise _Verdict(Verdict.NOT_YET, f"no adapter weights yet ({' or '.join(ADAPTER_WEIGHTS)})")
+    if ref.kind is Kind.CHECKPOINT and not _has_weights(names):
+        raise _Verdict(Verdict.NOT_YET, "no model or adapter weights yet")
+    if has_adapter and ADAPTER_CONFIG not in names:
+        raise _Verdict(Verdict.NOT_YET, f"{ADAPTER_CONFIG} missing next to the adapter weights")
+    if ref.kind is Kind.CHECKPOINT and TRAINER_STATE_FILENAME not in names:
+        raise _Verdict(Verdict.NOT_YET, f"waiting for {TRAINER_STATE_FILENAME}")
+
+
+def _validate(folder: Path, scan: _Scan) -> dict[str, Any]:
+    """Parse every JSON and safetensors header; return the top-level JSON documents needed later."""
+    kept: dict[str, Any] = {}
+    for rel in sorted(scan.regular):
+        path = folder / rel
+        try:
+            if rel.endswith(".json"):
+                with open(path, encoding="utf-8") as fh:
+                    doc = json.load(fh)
+                if rel in (TRAINER_STATE_FILENAME, EVAL_RESULTS) or rel.endswith(".index.json"):
+                    kept[rel] = doc
+            elif rel.endswith(".safetensors") and (problem := check_safetensors_header(path)):
+                raise _Verdict(Verdict.NOT_YET, f"{rel} is not a readable safetensors file: {problem}")
+        except PermissionError:
+            raise _Verdict(
+                Verdict.INVALID,
+                f"{rel} is not readable by this user: run the uploader with the trainer's UID",
+            ) from None
+        except ValueError as exc:  # JSON and Unicode errors: maybe half-written
+            raise _Verdict(Verdict.NOT_YET, f"{rel} does not parse: {exc}") from None
+    _require_shards(kept, scan.names)
+    return kept
+
+
+def _require_shards(docs: dict[str, Any], names: frozenset[str]) -> None:
+    """Every shard a `*.index.json` weight map names must exist next to it."""
+    for rel, doc in docs.items():
+        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+        if not rel.endswith(".index.json") or not isinstance(weight_map, dict):
+            continue
+        base = rel.rpartition("/")[0]
+        for shard in sorted(set(map(str, weight_map.values()))):
+            shard_rel = f"{base}/{shard}" if base else shard
+            if shard_rel not in names:
+                raise _Verdict(Verdict.NOT_YET, f"{rel} names {shard_rel}, which is missing")
+
+
+def _step_of(ref: FolderRef, docs: dict[str, Any]) -> int:
+    state = docs.get(TRAINER_STATE_FILENAME)
+    global_step = state.get("global_step") if isinstance(state, dict) else None
+    if ref.kind is Kind.CHECKPOINT:
+        if not isinstance(global_step, int) or isinstance(global_step, bool):
+            raise _Verdict(Verdict.INVALID, f"{TRAINER_STATE_FILENAME} has no integer global_step")
+        if global_step != ref.step:
+            raise _Verdict(
+                Verdict.INVALID,
+                f"{TRAINER_STATE_FILENAME} says global_step {global_step}, "
+                f"the folder name says {ref.step}",
+            )
+        return global_step
+    if isinstance(global_step, int) and not isinstance(global_step, bool) and global_step >= 0:
+        return global_step
+    results = docs.get(EVAL_RESULTS)
+    if isinstance(results, dict):
+        for key in ("global_step", "step"):
+            value = results.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+                return int(value)
+    return 0

@@ -1,0 +1,339 @@
+"""The Hub, as the uploader needs it: a small typed facade over huggingface_hub's `HfApi`.
+
+Every call goes through `call_with_retry` (huggingface_hub retries neither whoami, create_repo,
+repo_info, paths-info nor the commit POST) and raises only `uploader.errors` types. The token is
+asked from `token_provider` for every call, so a rotated secret file takes effect at once, and it
+is registered with `retry.register_secret` so no message ever shows it.
+
+Two settings of huggingface_hub are process-global, and `HubClient` sets both:
+- the HTTP client factory (`set_client_factory`), to give every request connect/read timeouts
+  (the client sets none: a stalled server would hang an upload forever);
+- `constants.HF_HUB_DISABLE_XET`, read at call time, to choose Xet or plain LFS transfers.
+One process should therefore hold one configuration; the last `HubClient` built wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx2
+from huggingface_hub import CommitOperationAdd, HfApi, constants, set_client_factory
+from huggingface_hub.errors import (
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.file_download import hf_hub_url
+from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils import get_session, hf_raise_for_status
+from huggingface_hub.utils._http import hf_request_event_hook
+
+from shared.hashing import FileDigest
+from shared.manifest import MANIFEST_FILENAME, Manifest
+from uploader.errors import AuthError, ConfigError, StagingError
+from uploader.retry import (
+    NAMESPACE_HINT,
+    READ_ONLY_HINT,
+    RetryPolicy,
+    call_with_retry,
+    register_secret,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LIBRARY_NAME = "checkpoint-sidecar"
+# get_paths_info posts every path in one form; keep each request well below server limits.
+PATHS_INFO_BATCH = 100
+WRITE_ROLE = "write"
+READ_ROLE = "read"
+FINE_GRAINED_ROLE = "fineGrained"
+REPO_WRITE_PERMISSION = "repo.write"
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    endpoint: str
+    token_provider: Callable[[], str]
+    private: bool = True
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    use_xet: bool = False  # False: plain LFS (devhub, and HF_HUB_DISABLE_XET semantics)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the token belongs to, from whoami."""
+
+    name: str
+    role: str | None  # "read", "write", "fineGrained", or None when the Hub did not say
+    orgs: tuple[str, ...]
+    # For a fine-grained token: the namespaces it holds `repo.write` on; None = not known.
+    writable: frozenset[str] | None = None
+
+    def can_write(self, namespace: str) -> bool:
+        if self.role == READ_ROLE:
+            return False
+        if namespace != self.name and namespace not in self.orgs:
+            return False
+        return self.writable is None or namespace in self.writable
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """One file to commit, hashed once by the caller: the digest is reused for upload and
+    verification, never recomputed."""
+
+    path_in_repo: str
+    digest: FileDigest
+    local_path: Path | None = None
+    data: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if (self.local_path is None) == (self.data is None):
+            raise ValueError(f"{self.path_in_repo}: give exactly one of local_path and data")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int
+    git_sha1: str | None  # regular files: the git blob sha1
+    sha256: str | None  # LFS files: the content sha256
+    is_lfs: bool
+
+    @classmethod
+    def from_repo_file(cls, entry: RepoFile) -> RemoteFile:
+        if entry.lfs is not None:
+            # An LFS entry's blob id is the sha1 of the pointer file, not of the content.
+            return cls(entry.path, int(entry.size), None, entry.lfs.sha256, True)
+        return cls(entry.path, int(entry.size), entry.blob_id, None, False)
+
+
+_installed_timeouts: tuple[float, float] | None = None
+_install_lock = threading.Lock()
+
+
+def install_timeouts(connect_timeout: float, read_timeout: float) -> None:
+    """Give huggingface_hub's shared httpx2 client connect/read/write timeouts (process-global).
+
+    Re-installing the same values is a no-op, so every HubClient may call it.
+    """
+    global _installed_timeouts
+    wanted = (connect_timeout, read_timeout)
+    with _install_lock:
+        if _installed_timeouts == wanted:
+            return
+
+        def factory() -> httpx2.Client:
+            # Mirrors huggingface_hub's default factory, plus the timeouts.
+            return httpx2.Client(
+                event_hooks={"request": [hf_request_event_hook]},
+                follow_redirects=True,
+                timeout=httpx2.Timeout(read_timeout, connect=connect_timeout),
+            )
+
+        set_client_factory(factory)
+        _installed_timeouts = wanted
+
+
+class HubClient:
+    """Typed, retried Hub operations for one endpoint and one token source."""
+
+    def __init__(self, config: HubConfig, policy: RetryPolicy,
+                 stop: threading.Event | None = None) -> None:
+        self.config = config
+        self.policy = policy
+        self.stop = stop
+        self.endpoint = config.endpoint.rstrip("/")
+        self._api = HfApi(endpoint=self.endpoint, library_name=LIBRARY_NAME)
+        self._identity: Identity | None = None
+        self._identity_lock = threading.Lock()
+        install_timeouts(config.connect_timeout, config.read_timeout)
+        self._apply_transfer_setting()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _token(self) -> str:
+        try:
+            token = self.config.token_provider()
+        except Exception as exc:  # a provider error (unreadable secret file) is configuration
+            raise ConfigError(f"cannot read the Hub token: {exc}",
+                              "set HF_TOKEN or HF_TOKEN_FILE to a readable write token") from None
+        if not token:
+            raise ConfigError("no Hub token configured", "set HF_TOKEN or HF_TOKEN_FILE")
+        register_secret(token)
+        return token
+
+    def _apply_transfer_setting(self) -> None:
+        # Read by huggingface_hub at call time (utils._runtime.is_xet_available).
+        constants.HF_HUB_DISABLE_XET = not self.config.use_xet
+
+    def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        return call_with_retry(self.policy, what, fn, stop=self.stop)
+
+    def repo_url(self, repo_id: str) -> str:
+        return f"{self.endpoint}/{repo_id}"
+
+    # -- identity -------------------------------------------------------------------------
+
+    def whoami(self) -> Identity:
+        """The token's identity, asked once and cached (whoami is strictly rate limited)."""
+        with self._identity_lock:
+            if self._identity is None:
+                raw = self._retry(f"whoami at {self.endpoint}",
+                                  lambda: self._api.whoami(token=self._token()))
+                self._identity = parse_identity(raw)
+                log.info("hub identity %s", self._identity.name,
+                         extra={"user": self._identity.name, "role": self._identity.role,
+                                "orgs": list(self._identity.orgs)})
+            return self._identity
+
+    def check_write_access(self, namespace: str) -> None:
+        """AuthError unless the token can create repos and commit in `namespace`."""
+        identity = self.whoami()
+        if identity.role == READ_ROLE:
+            raise AuthError(f"the token of user {identity.name!r} at {self.endpoint} is "
+                            "read-only: it cannot create repos or commit", READ_ONLY_HINT)
+        if not identity.can_write(namespace):
+            owned = ", ".join((identity.name, *identity.orgs))
+            raise AuthError(f"the token of user {identity.name!r} cannot write to namespace "
+                            f"{namespace!r} (it can write to: {owned})", NAMESPACE_HINT)
+
+    # -- repos ----------------------------------------------------------------------------
+
+    def ensure_repo(self, repo_id: str) -> None:
+        self._retry(f"create repo {repo_id}", lambda: self._api.create_repo(
+            repo_id, private=self.config.private, exist_ok=True, token=self._token()))
+
+    def repo_exists(self, repo_id: str) -> bool:
+        return self._retry(f"check repo {repo_id}",
+                           lambda: self._api.repo_exists(repo_id, token=self._token()))
+
+    def head_sha(self, repo_id: str) -> str:
+        info = self._retry(f"read repo {repo_id}",
+                           lambda: self._api.repo_info(repo_id, token=self._token()))
+        return str(info.sha)
+
+    def list_repos(self, namespace: str, search: str) -> list[str]:
+        """Model repo ids of `namespace` whose name contains `search` (all pages)."""
+        return self._retry(f"list repos of {namespace}", lambda: sorted(
+            str(m.id) for m in self._api.list_models(author=namespace, search=search,
+                                                     token=self._token())))
+
+    def delete_repo(self, repo_id: str) -> None:
+        # missing_ok: a retry after a lost answer finds the repo already gone.
+        self._retry(f"delete repo {repo_id}", lambda: self._api.delete_repo(
+            repo_id, missing_ok=True, token=self._token()))
+
+    # -- files ----------------------------------------------------------------------------
+
+    def list_files(self, repo_id: str, revision: str | None = None) -> dict[str, RemoteFile]:
+        """Every file of the repo at `revision` (default: main), recursively."""
+        def listing() -> dict[str, RemoteFile]:
+            entries = self._api.list_repo_tree(repo_id, recursive=True, revision=revision,
+                                               token=self._token())
+            return _files(entries)
+        return self._retry(f"list files of {repo_id}", listing)
+
+    def paths_info(self, repo_id: str, revision: str, paths: list[str]) -> dict[str, RemoteFile]:
+        """The given files at `revision`; missing paths are simply absent from the result."""
+        found: dict[str, RemoteFile] = {}
+        for start in range(0, len(paths), PATHS_INFO_BATCH):
+            batch = paths[start:start + PATHS_INFO_BATCH]
+            found.update(self._retry(
+                f"read paths of {repo_id}@{revision[:12]}",
+                lambda batch=batch: _files(self._api.get_paths_info(
+                    repo_id, batch, revision=revision, token=self._token()))))
+        return found
+
+    def read_manifest(self, repo_id: str, revision: str | None = None) -> Manifest | None:
+        """The repo's checkpoint manifest; None when the repo, revision or file is missing.
+
+        Raises ManifestError for a manifest that exists but is malformed.
+        """
+        raw = self._retry(f"read {MANIFEST_FILENAME} of {repo_id}",
+                          lambda: self._fetch_small_file(repo_id, MANIFEST_FILENAME, revision))
+        return None if raw is None else Manifest.from_bytes(raw)
+
+    def _fetch_small_file(self, repo_id: str, path: str, revision: str | None) -> bytes | None:
+        url = hf_hub_url(repo_id, path, revision=revision, endpoint=self.endpoint)
+        headers = self._api._build_hf_headers(token=self._token())
+        response = get_session().get(url, headers=headers)
+        try:
+            hf_raise_for_status(response)
+        except (RepositoryNotFoundError, RevisionNotFoundError, RemoteEntryNotFoundError):
+            return None
+        return response.content
+
+    def download(self, repo_id: str, revision: str, path: str, dest_dir: Path) -> Path:
+        """One file at `revision` into `dest_dir` (kept at its repo path); its local path."""
+        return Path(self._retry(f"download {repo_id}/{path}", lambda: self._api.hf_hub_download(
+            repo_id, path, revision=revision, local_dir=dest_dir, token=self._token())))
+
+    # -- commits --------------------------------------------------------------------------
+
+    def commit(self, repo_id: str, files: list[LocalFile], message: str) -> str:
+        """One commit holding every file; returns its 40-hex sha.
+
+        When everything is already there the client posts no commit and answers the current
+        head, which is also what a retry after a lost commit answer sees.
+        """
+        def attempt() -> str:
+            self._apply_transfer_setting()
+            # Fresh operations each attempt: huggingface_hub mutates them while committing.
+            operations = [_operation(f) for f in files]
+            info = self._api.create_commit(repo_id, operations, commit_message=message,
+                                           token=self._token())
+            return str(info.oid)
+
+        sha = self._retry(f"commit {len(files)} files to {repo_id}", attempt)
+        log.info("committed %s to %s", sha[:12], repo_id,
+                 extra={"repo_id": repo_id, "commit": sha, "files": len(files)})
+        return sha
+
+
+def _operation(file: LocalFile) -> CommitOperationAdd:
+    """A CommitOperationAdd that reuses the caller's sha256 instead of re-reading the file."""
+    source: str | bytes = str(file.local_path) if file.local_path is not None else file.data or b""
+    try:
+        operation = CommitOperationAdd(path_in_repo=file.path_in_repo, path_or_fileobj=source)
+    except ValueError as exc:
+        raise StagingError(f"{file.path_in_repo}: cannot be committed: {exc}",
+                           "the folder is staged again next round") from None
+    if operation.upload_info.size != file.digest.size:
+        raise StagingError(
+            f"{file.path_in_repo} changed since it was hashed "
+            f"({file.digest.size} -> {operation.upload_info.size} bytes)",
+            "the folder is staged and hashed again next round")
+    operation.upload_info.sha256 = bytes.fromhex(file.digest.sha256)
+    return operation
+
+
+def _files(entries: Any) -> dict[str, RemoteFile]:
+    files: Iterator[RepoFile] = (e for e in entries if isinstance(e, RepoFile))
+    return {f.path: RemoteFile.from_repo_file(f) for f in files}
+
+
+def parse_identity(raw: dict[str, Any]) -> Identity:
+    """whoami-v2's answer -> Identity (orgs by name; fine-grained write scopes when listed)."""
+    access = ((raw.get("auth") or {}).get("accessToken")) or {}
+    role = access.get("role")
+    orgs = tuple(str(o["name"]) for o in raw.get("orgs") or [] if isinstance(o, dict)
+                 and o.get("name"))
+    writable: frozenset[str] | None = None
+    fine = access.get("fineGrained")
+    if role == FINE_GRAINED_ROLE and isinstance(fine, dict) and isinstance(fine.get("scoped"),
+                                                                              list):
+        writable = frozenset(
+            str(scope.get("entity", {}).get("name"))
+            for scope in fine["scoped"]
+            if isinstance(scope, dict) and REPO_WRITE_PERMISSION in (scope.get("permissions") or [])
+        )
+    return Identity(name=str(raw.get("name")), role=role if isinstance(role, str) else None,
+                    orgs=orgs, writable=writable)

@@ -1,0 +1,331 @@
+"""The path from "folder appeared" to "repo verified", top to bottom.
+
+    observe(folder)   detect complete -> record `pending` -> stage (hard links, at once)
+    upload(record)    staged copy intact? -> hash each byte once -> model card + manifest
+                      -> adopt the repo if it already holds these files, else create + commit
+                      -> verify the remote tree at that commit -> `verified` -> drop staging
+
+Every transition is written to the state before the next action ("record, then act"), and the
+repo id is recomputed from the checkpoint itself, so a `kill -9` anywhere repeats at most the
+step in flight and never creates a second repo. `watch` and `backfill` both drive this class.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from shared.hashing import digest_bytes, digest_file
+from shared.layout import FolderRef, Kind, list_folders
+from shared.manifest import MANIFEST_FILENAME, Manifest, ManifestFile, read_metrics
+from shared.naming import RepoNameError, make_repo_name
+from uploader.detect import CompletionDetector, Detection, FolderVersion, Verdict
+from uploader.errors import (
+    AuthError,
+    PermanentError,
+    StagingError,
+    TransientError,
+    UploaderError,
+    VerificationError,
+)
+from uploader.hub import HubClient, LocalFile
+from uploader.modelcard import render_model_card
+from uploader.stage import StagedFolder, Stager
+from uploader.state import Record, State, StateStore
+from uploader.verify import compare, verify_commit
+
+log = logging.getLogger(__name__)
+
+MODEL_CARD = "README.md"
+# A remote copy that fails verification is re-uploaded at once this many times, then it waits
+# for the next round like any other failure (a server that damages every copy must not spin us).
+IMMEDIATE_REUPLOADS = 3
+HEARTBEAT_KEY = "watcher_heartbeat"
+FINISHED = frozenset({State.VERIFIED, State.PRUNED, State.SUPERSEDED, State.DELETED})
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    output_dir: Path
+    namespace: str
+    prefix: str
+    base_model: str | None = None
+    run_id: str | None = None
+    round_backoff: float = 60.0
+    round_backoff_max: float = 1800.0
+    source_host: str = field(default_factory=socket.gethostname)
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    record: Record
+    seconds: float
+    bytes: int
+    adopted: bool
+
+
+class Events(Protocol):
+    """What the pipeline reports (W&B, pruning, the console block); must never raise or block."""
+
+    def verified(self, result: UploadResult) -> None: ...
+
+    def failed(self, record: Record, error: UploaderError) -> None: ...
+
+
+class NoEvents:
+    def verified(self, result: UploadResult) -> None:
+        pass
+
+    def failed(self, record: Record, error: UploaderError) -> None:
+        pass
+
+
+class Pipeline:
+    """One output dir's checkpoints, from detection to verification. Thread-safe."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        store: StateStore,
+        detector: CompletionDetector,
+        stager: Stager,
+        hub: HubClient,
+        events: Events | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.detector = detector
+        self.stager = stager
+        self.hub = hub
+        self.events = events or NoEvents()
+        self.clock = clock
+        # Detection and uploads run in different threads; SQLite calls are short, so one lock
+        # around the store is simpler than a connection per thread.
+        self._store_lock = threading.RLock()
+        self._detect_lock = threading.Lock()
+
+    # -- detection -----------------------------------------------------------------------
+    def scan(self) -> dict[str, Detection]:
+        """Judge every uploadable folder in the output dir; admit the complete ones."""
+        return {ref.name: self.observe(ref) for ref in list_folders(self.config.output_dir)}
+
+    def observe(self, ref: FolderRef) -> Detection:
+        with self._detect_lock:
+            detection = self.detector.check(ref)
+        if detection.verdict is Verdict.COMPLETE and detection.version is not None:
+            with self._store_lock:
+                known = self.store.by_key(detection.version.version_key)
+            if known is None:
+                self._admit(detection.version)
+        elif detection.verdict is Verdict.INVALID:
+            log.warning("folder not uploadable", extra={"folder": ref.name,
+                                                         "reason": detection.reason})
+        else:
+            log.debug("folder not complete", extra={"folder": ref.name,
+                                                     "reason": detection.reason})
+        return detection
+
+    def _admit(self, version: FolderVersion) -> None:
+        folder = version.ref.path(self.config.output_dir)
+        metrics = read_metrics(folder)
+        if version.origin_repo:
+            # Restored from the Hub: that repo already holds exactly these bytes.
+            self._record(version, version.origin_repo, metrics, State.VERIFIED)
+            log.info("checkpoint restored from the Hub; not uploading it again",
+                     extra={"folder": version.ref.name, "repo_id": version.origin_repo})
+            return
+        try:
+            name = make_repo_name(self.config.namespace, self.config.prefix, version.ref.kind,
+                                  version.step, version.timestamp)
+        except RepoNameError as exc:
+            log.error("cannot name a repo for this folder", extra={"folder": version.ref.name,
+                                                                   "error": str(exc)})
+            return
+        record = self._record(version, name.repo_id, metrics, State.PENDING)
+        log.info("checkpoint complete", extra={
+            "folder": version.ref.name, "step": version.step, "repo_id": record.repo_id,
+            "detected_by": version.detected_by, "bytes": version.total_bytes})
+        self._stage(record, version)
+
+    def _record(self, version: FolderVersion, repo_id: str, metrics: dict[str, float],
+                state: State) -> Record:
+        with self._store_lock:
+            return self.store.add(version, repo_id=repo_id, url=self.hub.repo_url(repo_id),
+                                  metrics=metrics, state=state)
+
+    def _stage(self, record: Record, version: FolderVersion) -> StagedFolder | None:
+        try:
+            staged = self.stager.stage(version.ref.path(self.config.output_dir), version)
+        except StagingError as exc:
+            log.error("cannot stage checkpoint", extra={"folder": record.folder,
+                                                        "error": exc.one_line()})
+            self._update(record, last_error=exc.one_line(), error_class=type(exc).__name__)
+            return None
+        except FileNotFoundError:
+            return None
+        for path, reason in staged.skipped:
+            log.warning("file not uploaded", extra={"folder": record.folder, "file": path,
+                                                    "reason": reason})
+        self._update(record, staged=True)
+        return staged
+
+    def records(self) -> list[Record]:
+        with self._store_lock:
+            return self.store.all()
+
+    def heartbeat(self, last_loop: float) -> None:
+        """For `status --health`: when the watcher's loops last ran."""
+        with self._store_lock:
+            self.store.meta_set(HEARTBEAT_KEY, repr(last_loop))
+
+    # -- upload --------------------------------------------------------------------------
+    def due(self) -> list[Record]:
+        """Records to attempt now, in step order; the final adapter only after checkpoints."""
+        with self._store_lock:
+            due = self.store.due(self.clock())
+            unfinished_checkpoints = any(
+                r.kind is Kind.CHECKPOINT and r.state in (State.PENDING, State.UPLOADING,
+                                                          State.UPLOADED)
+                for r in self.store.all())
+        if unfinished_checkpoints:
+            due = [r for r in due if r.kind is Kind.CHECKPOINT] or due
+        return due
+
+    def upload(self, record: Record) -> Record:
+        """One attempt at one record; every outcome is recorded before returning."""
+        staged = self._staged_copy(record)
+        if staged is None:
+            return self._update(record, state=State.SUPERSEDED,
+                                last_error="folder changed or vanished before it was staged")
+        if not self.stager.unchanged(staged):
+            return self._drop_changed(record)
+        record = self._update(record, state=State.UPLOADING, attempts=record.attempts + 1)
+        started = self.clock()
+        try:
+            files = self._prepare(record, staged)
+            if not self.stager.unchanged(staged):
+                return self._drop_changed(record)
+            sha, adopted = self._adopt_or_commit(record, files)
+            record = self._update(record, state=State.UPLOADED, commit_sha=sha,
+                                  uploaded_at=self.clock())
+            verify_commit(self.hub, record.repo_id, sha, files)
+        except UploaderError as exc:
+            return self._failed(record, exc)
+        except OSError as exc:
+            return self._failed(record, TransientError(f"reading {record.folder}: {exc}"))
+        seconds = self.clock() - started
+        size = sum(f.digest.size for f in files)
+        record = self._update(record, state=State.VERIFIED, verified_at=self.clock(),
+                              upload_seconds=seconds, bytes=size, last_error=None,
+                              error_class=None, next_attempt_at=None)
+        self.stager.remove(record.version_key)
+        self._update(record, staged=False)
+        log.info("checkpoint verified", extra={
+            "step": record.step, "repo_id": record.repo_id, "url": record.url, "bytes": size,
+            "seconds": round(seconds, 3), "adopted": adopted, "commit": sha})
+        self.events.verified(UploadResult(record, seconds, size, adopted))
+        return record
+
+    def _staged_copy(self, record: Record) -> StagedFolder | None:
+        staged = self.stager.get(record.version_key)
+        if staged is not None:
+            return staged
+        # Staging failed earlier (or was lost): snapshot now if the folder is still this version.
+        ref = FolderRef(record.kind, record.folder, record.step if record.kind is Kind.CHECKPOINT
+                        else None)
+        with self._detect_lock:
+            detection = self.detector.check(ref)
+        version = detection.version
+        if version is None or version.version_key != record.version_key:
+            return None
+        return self._stage(record, version)
+
+    def _drop_changed(self, record: Record) -> Record:
+        log.warning("staged bytes changed under the upload (in-place rewrite); dropping this "
+                    "version, the new one will be uploaded", extra={"folder": record.folder,
+                                                                   "repo_id": record.repo_id})
+        self.stager.remove(record.version_key)
+        return self._update(record, state=State.SUPERSEDED, staged=False,
+                            last_error="content changed after completion")
+
+    def _prepare(self, record: Record, staged: StagedFolder) -> list[LocalFile]:
+        """Hash each staged byte once; add the generated model card and the manifest."""
+        files: list[LocalFile] = []
+        for stat in staged.files:
+            if stat.path == MODEL_CARD:
+                continue  # PEFT's card often has metadata the Hub rejects; ours replaces it
+            local = staged.path / stat.path
+            files.append(LocalFile(stat.path, digest_file(local), local_path=local))
+        card = render_model_card(
+            repo_id=record.repo_id, base_model=self.config.base_model, kind=record.kind,
+            step=record.step, run_id=record.run_id or self.config.run_id, metrics=record.metrics,
+            links={"Hub endpoint": self.hub.repo_url(record.repo_id)})
+        files.append(LocalFile(MODEL_CARD, digest_bytes(card), data=card))
+        manifest = Manifest(
+            run_id=record.run_id or self.config.run_id or "",
+            step=record.step,
+            kind=record.kind,
+            files=tuple(ManifestFile(f.path_in_repo, f.digest.size, f.digest.sha256,
+                                     generated=f.data is not None) for f in files),
+            source_host=self.config.source_host,
+            folder=record.folder,
+            created_at=record.timestamp,  # deterministic: a redo uploads identical bytes
+            base_model=self.config.base_model,
+            metrics=dict(record.metrics),
+        ).to_bytes()
+        files.append(LocalFile(MANIFEST_FILENAME, digest_bytes(manifest), data=manifest))
+        return files
+
+    def _adopt_or_commit(self, record: Record, files: list[LocalFile]) -> tuple[str, bool]:
+        """The repo id is deterministic: after a crash (or with the state lost) the repo may
+        already exist, empty or complete. Adopt it when it holds these exact files."""
+        if self.hub.repo_exists(record.repo_id):
+            if not compare(files, self.hub.list_files(record.repo_id)):
+                return self.hub.head_sha(record.repo_id), True
+        else:
+            self.hub.ensure_repo(record.repo_id)
+        message = "Final LoRA adapter" if record.kind is Kind.FINAL else (
+            f"Checkpoint at step {record.step}")
+        return self.hub.commit(record.repo_id, files, message), False
+
+    def _failed(self, record: Record, error: UploaderError) -> Record:
+        fields: dict[str, object] = {"last_error": error.one_line(),
+                                     "error_class": type(error).__name__}
+        if isinstance(error, VerificationError) and record.attempts < IMMEDIATE_REUPLOADS:
+            # The remote copy is wrong: upload again from the (still staged) local bytes.
+            fields |= {"state": State.PENDING, "next_attempt_at": None}
+            log.error("remote copy does not match; uploading again",
+                      extra={"repo_id": record.repo_id, "error": error.one_line()})
+        else:
+            permanent = isinstance(error, PermanentError) and not isinstance(error, AuthError)
+            wait = min(self.config.round_backoff * 2 ** max(record.attempts - 1, 0),
+                       self.config.round_backoff_max)
+            fields |= {"state": State.FAILED, "permanent": permanent,
+                       "next_attempt_at": None if permanent else self.clock() + wait}
+            level = logging.ERROR if permanent or isinstance(error, AuthError) else logging.WARNING
+            log.log(level, "upload failed", extra={
+                "step": record.step, "repo_id": record.repo_id, "error": error.one_line(),
+                "permanent": permanent, "retry_in": None if permanent else round(wait, 1)})
+        record = self._update(record, **fields)
+        self.events.failed(record, error)
+        return record
+
+    def _update(self, record: Record, **fields: object) -> Record:
+        with self._store_lock:
+            return self.store.update(record.id, **fields)
+
+
+def pending_work(records: list[Record]) -> list[Record]:
+    """Records that still need an upload attempt (permanent failures need a human)."""
+    return [r for r in records if r.state not in FINISHED and not r.permanent]
+
+
+def folders_present(output_dir: Path) -> list[FolderRef]:
+    return list_folders(output_dir)

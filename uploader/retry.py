@@ -1,0 +1,321 @@
+"""One retry policy for every Hub call: classify the failure, then retry only what may pass.
+
+`classify` turns whatever the Hub client raised into the uploader's error tree
+(`uploader.errors`): connection errors, timeouts, 408, 429 and 5xx are `TransientError`
+(429 as `RateLimitedError`), 401/403 are `AuthError`, every other 4xx and every local
+validation error is `PermanentError`. `call_with_retry` retries `TransientError` only, with
+exponential backoff and jitter (or exactly the wait a 429 announced), a bounded number of times
+per call, and can be interrupted by a `threading.Event` so shutdown never waits out a long
+rate-limit pause.
+
+Messages are one line and scrubbed of secrets: the configured token (`register_secret`) and
+anything shaped like a Hub token never reach a log line or an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import httpx2
+from huggingface_hub.errors import (
+    BadRequestError,
+    HfHubHTTPError,
+    HFValidationError,
+    RepositoryNotFoundError,
+)
+from huggingface_hub.utils._http import _parse_retry_after, parse_ratelimit_headers
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+
+from uploader.errors import (
+    AuthError,
+    PermanentError,
+    RateLimitedError,
+    TransientError,
+    UploaderError,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Status codes a later attempt may not see (the same set huggingface_hub's own backoff uses).
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# Any other 5xx is also a server-side failure, so retryable; 4xx other than 408/429 never is.
+SERVER_ERROR_MIN = 500
+# How deep to follow __cause__/__context__ when an HTTP error is wrapped (LFS uploads,
+# hf_hub_download's LocalEntryNotFoundError).
+MAX_CAUSE_DEPTH = 8
+# Server messages can be long, multi-line JSON: keep the one-line message readable.
+MAX_DETAIL_CHARS = 240
+
+TOKEN_HINT = "set HF_TOKEN or HF_TOKEN_FILE to a valid write token (https://huggingface.co/settings/tokens)"
+READ_ONLY_HINT = "set HF_TOKEN or HF_TOKEN_FILE to a token with the write role"
+NAMESPACE_HINT = (
+    "set HUB_NAMESPACE to your user or an org you can write to, or use a token of that namespace"
+)
+TRANSIENT_HINT = "the Hub or the network failed; the uploader retries with backoff"
+
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    httpx2.TransportError,
+    httpx.TransportError,
+    TimeoutError,
+    ConnectionError,
+)
+_STATUS_ERRORS: tuple[type[BaseException], ...] = (
+    HfHubHTTPError,
+    httpx2.HTTPStatusError,
+    httpx.HTTPStatusError,
+)
+_RECOGNISED = (*_STATUS_ERRORS, *_TRANSPORT_ERRORS, HFValidationError)
+_HUB_TOKEN_RE = re.compile(r"\b(hf|api_org)_[A-Za-z0-9]{8,}")
+_BEARER_RE = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
+_REDACTED = "***"
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret (the token) so `scrub` removes it from every message from now on.
+
+    Process-global on purpose: an error can be classified far from the code that knows the
+    token, and a rotated token keeps the old value registered, which is what we want.
+    """
+    if value and len(value) >= 4:  # shorter strings would redact ordinary words
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def scrub(text: str) -> str:
+    """Remove registered secrets, Hub-token-shaped strings and bearer credentials."""
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        text = text.replace(secret, _REDACTED)
+    text = _HUB_TOKEN_RE.sub(_REDACTED, text)
+    return _BEARER_RE.sub(rf"\g<1>{_REDACTED}", text)
+
+
+def one_line(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """Collapse whitespace and cut, so every message prints as one short line."""
+    flat = " ".join(scrub(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one call is retried. One round = `attempts` tries; the caller decides on more."""
+
+    attempts: int = 6
+    initial_wait: float = 1.0
+    max_wait: float = 30.0
+    jitter: float = 1.0
+    max_rate_limit_wait: float = 3600.0  # cap on a wait the Hub announced with a 429
+
+    @classmethod
+    def immediate(cls, attempts: int = 3) -> RetryPolicy:
+        """No waiting at all, for tests."""
+        return cls(attempts=attempts, initial_wait=0.0, max_wait=0.0, jitter=0.0,
+                   max_rate_limit_wait=0.0)
+
+    def backoff(self, attempt: int) -> float:
+        """The wait after failed attempt number `attempt` (1-based) when nothing was announced:
+        doubling from `initial_wait`, plus up to `jitter` seconds, capped at `max_wait`."""
+        exponential = self.initial_wait * 2 ** max(0, attempt - 1)
+        return min(self.max_wait, exponential + random.uniform(0, self.jitter))
+
+    def wait_for(self, error: UploaderError, attempt: int) -> float:
+        """Exactly the announced wait for a 429 (capped), else the backoff."""
+        if isinstance(error, RateLimitedError) and error.wait_seconds > 0:
+            return min(error.wait_seconds, self.max_rate_limit_wait)
+        return self.backoff(attempt)
+
+
+# ---------------------------------------------------------------------------------- classify
+
+
+def classify(exc: BaseException, what: str) -> UploaderError:
+    """Map any exception a Hub call raised to the uploader's error tree (see module doc)."""
+    if isinstance(exc, UploaderError):
+        return exc
+    cause = _find_cause(exc)
+    wrapper = "" if cause is exc else f"{one_line(str(exc), 120)}: "
+    if isinstance(cause, _STATUS_ERRORS):
+        return _classify_status(cause, what, wrapper)
+    if isinstance(cause, _TRANSPORT_ERRORS):
+        detail = one_line(str(cause)) or "no details"
+        return TransientError(f"{what} failed: {wrapper}{type(cause).__name__}: {detail}",
+                              TRANSIENT_HINT)
+    if isinstance(cause, HFValidationError):
+        return PermanentError(f"{what} refused before sending: {one_line(str(cause))}",
+                              "fix the repo id (letters, digits, '-', '_', '.'; no '--' or '..')")
+    return PermanentError(
+        f"{what} failed: {type(exc).__name__}: {one_line(str(exc))}",
+        "unexpected error; see the uploader log and report it if it persists",
+    )
+
+
+def _find_cause(exc: BaseException) -> BaseException:
+    """The first recognisable error in the chain (LFS wraps HTTP errors in RuntimeError)."""
+    seen: BaseException | None = exc
+    for _ in range(MAX_CAUSE_DEPTH):
+        if seen is None:
+            break
+        if isinstance(seen, _RECOGNISED):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc
+
+
+def _status_of(exc: BaseException) -> tuple[int | None, httpx2.Response | httpx.Response | None]:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return (status if isinstance(status, int) else None), response
+
+
+def _classify_status(exc: BaseException, what: str, wrapper: str) -> UploaderError:
+    status, response = _status_of(exc)
+    detail = _server_detail(exc)
+    base = f"{what} failed: {wrapper}HTTP {status}"
+    if status is None:
+        return TransientError(f"{what} failed: {wrapper}{one_line(str(exc))}", TRANSIENT_HINT)
+    if status == 429:
+        wait = _announced_wait(response)
+        text = f"{what} rate-limited by the Hub (HTTP 429)"
+        text += f", retry in {wait:g}s" if wait else ", no wait announced"
+        return RateLimitedError(f"{text}: {detail}" if detail else text, wait or 0.0,
+                                "the uploader waits and retries; fewer repos/commits per hour help")
+    if status in RETRYABLE_STATUS or status >= SERVER_ERROR_MIN:
+        return TransientError(f"{base}: {detail}" if detail else base, TRANSIENT_HINT)
+    if status in (401, 403) and not isinstance(exc, RepositoryNotFoundError):
+        return _auth_error(status, detail, what, _host_of(response))
+    if isinstance(exc, RepositoryNotFoundError):
+        return PermanentError(f"{base}: repository not found or not visible to this token",
+                              "check the repo id and that the token can read it")
+    hint = ("fix the README metadata" if isinstance(exc, BadRequestError) and "yaml" in
+            detail.lower() else "this needs a human: check the message, the repo id and quota")
+    return PermanentError(f"{base}: {detail}" if detail else base, hint)
+
+
+def _auth_error(status: int, detail: str, what: str, host: str) -> AuthError:
+    low = detail.lower()
+    if status == 401:
+        return AuthError(f"{what} failed: the token was rejected by {host} (HTTP 401: invalid "
+                         f"or expired token){': ' + detail if detail else ''}", TOKEN_HINT)
+    if "read" in low and ("role" in low or "read-only" in low or "read access" in low):
+        return AuthError(f"{what} failed: the token is read-only (HTTP 403): {detail}",
+                         READ_ONLY_HINT)
+    if "namespace" in low or "rights" in low or "permission" in low:
+        return AuthError(f"{what} failed: the token cannot write this namespace (HTTP 403): "
+                         f"{detail}", NAMESPACE_HINT)
+    return AuthError(f"{what} failed: forbidden (HTTP 403){': ' + detail if detail else ''}",
+                     f"{READ_ONLY_HINT}, and check HUB_NAMESPACE")
+
+
+def _server_detail(exc: BaseException) -> str:
+    """The server's own words when it gave some, else the client's message, one line."""
+    server = getattr(exc, "server_message", None)
+    if server:
+        return one_line(str(server))
+    text = str(exc).strip()
+    return one_line(text) if text else ""
+
+
+def _announced_wait(response: object) -> float | None:
+    """Seconds the Hub asked us to wait: `RateLimit: ...;r=0;t=N` first, then `Retry-After: N`."""
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    info = parse_ratelimit_headers(headers)
+    if info is not None and info.remaining == 0:
+        return float(info.reset_in_seconds)
+    retry_after = _parse_retry_after(headers)
+    return float(retry_after) if retry_after is not None else None
+
+
+def _host_of(response: object) -> str:
+    try:  # httpx raises RuntimeError for a response built without a request
+        url = str(response.request.url)  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):
+        url = ""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else "the Hub"
+
+
+# ----------------------------------------------------------------------------------- retrying
+
+
+def call_with_retry(
+    policy: RetryPolicy,
+    what: str,
+    fn: Callable[[], T],
+    *,
+    on_retry: Callable[[UploaderError, int, float], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
+) -> T:
+    """Run `fn`, retrying `TransientError`s up to `policy.attempts` times in all.
+
+    Raises the last classified error when the attempts are spent, at once for a permanent
+    error, and as soon as `stop` is set (before an attempt or during a wait).
+    `on_retry(error, attempt, wait)` is called before each wait.
+    """
+    last: list[UploaderError] = []
+
+    def attempt() -> T:
+        try:
+            return fn()
+        except Exception as exc:
+            error = classify(exc, what)
+            last[:] = [error]
+            if error is exc:
+                raise
+            raise error from None  # the original may carry request details; ours is scrubbed
+
+    def wait(state: RetryCallState) -> float:
+        return policy.wait_for(last[0], state.attempt_number)
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = last[0]
+        seconds = state.upcoming_sleep
+        log.warning(
+            "retrying %s in %.1fs after attempt %d/%d: %s", what, seconds, state.attempt_number,
+            policy.attempts, error.message,
+            extra={"what": what, "attempt": state.attempt_number, "wait_s": seconds,
+                   "error_class": type(error).__name__},
+        )
+        if on_retry is not None:
+            on_retry(error, state.attempt_number, seconds)
+
+    def interruptible_sleep(seconds: float) -> None:
+        if stop is not None and sleep is time.sleep:
+            interrupted = stop.wait(seconds)
+        else:
+            interrupted = stop is not None and stop.is_set()
+            if not interrupted:
+                sleep(seconds)
+            interrupted = stop is not None and stop.is_set()
+        if interrupted:
+            log.info("stop requested: giving up %s", what, extra={"what": what})
+            raise last[0]
+
+    def should_stop(state: RetryCallState) -> bool:
+        return state.attempt_number >= max(1, policy.attempts) or bool(stop and stop.is_set())
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=should_stop,
+        wait=wait,
+        sleep=interruptible_sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return retrying(attempt)

@@ -1,0 +1,159 @@
+"""Assembly: turn checked settings into a running pipeline, with the start-up checks in order.
+
+    settings -> output dir -> token -> state dir (local fs) + lock -> Hub reachable? -> whoami
+             -> namespace writable -> run info -> Pipeline
+
+Every check the user can fix raises `ConfigError` (exit 2, one line) before anything is watched.
+An endpoint that is merely unreachable is not bad input: `watch` waits for it, `backfill` gives
+up after its retries (exit 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.env import TokenError, read_token
+from shared.run_info import RunInfo, RunInfoError, read_run_info
+from uploader.detect import CompletionDetector
+from uploader.errors import AuthError, ConfigError, TransientError
+from uploader.hub import HubClient, HubConfig, Identity
+from uploader.lock import StateLock
+from uploader.pipeline import FINISHED, Events, Pipeline, PipelineConfig
+from uploader.retry import RetryPolicy, call_with_retry
+from uploader.settings import Transfer, UploaderSettings
+from uploader.stage import DEFAULT_DENYLIST, Stager
+from uploader.state import StateStore
+
+log = logging.getLogger(__name__)
+
+# Waiting for an endpoint that is not up yet (sidecars start before networks are ready).
+STARTUP_BACKOFF_INITIAL = 1.0
+STARTUP_BACKOFF_MAX = 30.0
+
+
+def check_output_dir(settings: UploaderSettings, must_exist: bool) -> Path:
+    out = settings.output_dir
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output dir {out} is a file, not a directory",
+                          hint="set --output-dir / UPLOADER_OUTPUT_DIR to the trainer's output dir")
+    if must_exist and not out.is_dir():
+        raise ConfigError(f"output dir {out} does not exist",
+                          hint="set --output-dir / UPLOADER_OUTPUT_DIR to the trainer's output dir")
+    return out
+
+
+def token_provider(environ: Mapping[str, str]) -> Callable[[], str]:
+    """Checks the token now and returns a function that re-reads it (rotated secret files)."""
+
+    def current() -> str:
+        try:
+            token = read_token(environ)
+        except TokenError as exc:
+            raise ConfigError(str(exc)) from None
+        if token is None:
+            raise ConfigError("no Hub token", hint="set HF_TOKEN or HF_TOKEN_FILE (a secret file)")
+        return token
+
+    current()
+    return current
+
+
+def make_hub(settings: UploaderSettings, tokens: Callable[[], str],
+             stop: threading.Event | None = None) -> HubClient:
+    config = HubConfig(endpoint=settings.endpoint, token_provider=tokens,
+                       private=settings.private, connect_timeout=settings.connect_timeout,
+                       read_timeout=settings.read_timeout,
+                       use_xet=settings.transfer is Transfer.XET)
+    return HubClient(config, retry_policy(settings), stop=stop)
+
+
+def retry_policy(settings: UploaderSettings) -> RetryPolicy:
+    return RetryPolicy(attempts=settings.retry_attempts, max_wait=settings.retry_max_wait,
+                       max_rate_limit_wait=settings.max_rate_limit_wait)
+
+
+def connect(hub: HubClient, settings: UploaderSettings, *, wait: bool,
+            stop: threading.Event | None = None) -> str:
+    """whoami and the namespace check; returns the namespace. AuthError -> ConfigError."""
+    identity = _whoami(hub, wait=wait, stop=stop)
+    namespace = settings.namespace or identity.name
+    try:
+        hub.check_write_access(namespace)
+    except AuthError as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from None
+    log.info("connected", extra={"endpoint": settings.endpoint, "user": identity.name,
+                                 "namespace": namespace})
+    return namespace
+
+
+def _whoami(hub: HubClient, *, wait: bool, stop: threading.Event | None) -> Identity:
+    delay = STARTUP_BACKOFF_INITIAL
+    while True:
+        try:
+            return hub.whoami()
+        except AuthError as exc:
+            raise ConfigError(exc.message, hint=exc.hint) from None
+        except TransientError as exc:
+            if not wait or (stop is not None and stop.is_set()):
+                raise
+            log.warning("Hub endpoint not reachable yet; waiting",
+                        extra={"error": exc.one_line(), "retry_in": delay})
+            if stop is not None and stop.wait(delay):
+                raise
+            if stop is None:
+                threading.Event().wait(delay)
+            delay = min(delay * 2, STARTUP_BACKOFF_MAX)
+
+
+def read_run(settings: UploaderSettings) -> RunInfo | None:
+    try:
+        return read_run_info(settings.output_dir)
+    except RunInfoError as exc:
+        log.warning("run info unreadable; continuing without it", extra={"error": str(exc)})
+        return None
+
+
+@dataclass
+class Opened:
+    """What a command holds while it runs; closed by the ExitStack that opened it."""
+
+    store: StateStore
+    pipeline: Pipeline
+    namespace: str
+    hub: HubClient
+
+
+def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapping[str, str],
+                  wait_for_hub: bool, stop: threading.Event | None = None,
+                  events: Events | None = None) -> Opened:
+    check_output_dir(settings, must_exist=not wait_for_hub)
+    tokens = token_provider(environ)
+    state_dir = settings.resolved_state_dir
+    store = StateStore.open(state_dir)
+    stack.callback(store.close)
+    lock = StateLock(state_dir)
+    lock.acquire(wait=settings.wait_for_lock)
+    stack.callback(lock.release)
+    hub = make_hub(settings, tokens, stop)
+    namespace = connect(hub, settings, wait=wait_for_hub, stop=stop)
+    run = read_run(settings)
+    config = PipelineConfig(
+        output_dir=settings.output_dir, namespace=namespace, prefix=settings.repo_prefix,
+        base_model=run.base_model if run else None, run_id=run.run_id if run else None,
+        round_backoff=settings.round_backoff, round_backoff_max=settings.round_backoff_max)
+    detector = CompletionDetector(settings.output_dir, settings.settle_seconds)
+    stager = Stager(settings.staging_dir, tuple(DEFAULT_DENYLIST) + tuple(settings.denylist))
+    live = {r.version_key for r in store.all() if r.state not in FINISHED}
+    for removed in stager.reconcile(live):
+        log.info("removed leftover staging", extra={"key": removed})
+    pipeline = Pipeline(config, store, detector, stager, hub, events=events)
+    return Opened(store=store, pipeline=pipeline, namespace=namespace, hub=hub)
+
+
+__all__ = ["Opened", "call_with_retry", "check_output_dir", "connect", "open_pipeline",
+           "read_run", "token_provider"]

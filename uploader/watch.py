@@ -1,0 +1,202 @@
+"""The sidecar's loops: filesystem events are hints, the directory listing is the truth.
+
+Three threads, in the shape of watchdog's own examples: the observer fills `wake` with the
+folders that saw an event; the detect loop judges them (plus a full scan at start, after an
+inotify overflow and every `scan_interval`) and stages complete ones at once; the upload loop
+drains due records one at a time in step order. The caller's thread keeps signals and decides
+when to stop (`watch` on SIGTERM or when the run is done, `backfill` after one pass).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from shared.layout import MARKERS_DIRNAME, UPLOADER_DIRNAME, classify
+from uploader.detect import Verdict
+from uploader.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+OVERFLOW_MESSAGE = "queue overflowed"
+# Re-judge a folder that is not complete yet at least this often even without events: settle
+# windows end without any event, and a marker may land on a network filesystem silently.
+RECHECK_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    output_dir: Path
+    poll: bool = False
+    poll_interval: float = 5.0
+    scan_interval: float = 60.0
+    settle_seconds: float = 30.0
+
+
+class Wakeups:
+    """Folder names to re-judge; `None` in the set means "rescan everything"."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._names: set[str | None] = set()
+
+    def add(self, name: str | None) -> None:
+        with self._cond:
+            self._names.add(name)
+            self._cond.notify_all()
+
+    def take(self, timeout: float) -> set[str | None]:
+        with self._cond:
+            if not self._names:
+                self._cond.wait(timeout)
+            names, self._names = self._names, set()
+            return names
+
+
+class FolderEvents(FileSystemEventHandler):
+    """Maps any event under the output dir to the top-level folder it concerns."""
+
+    def __init__(self, output_dir: Path, wakeups: Wakeups) -> None:
+        self.output_dir = output_dir.resolve()
+        self.wakeups = wakeups
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            if raw:
+                name = self._folder_of(Path(str(raw)))
+                if name:
+                    self.wakeups.add(name)
+
+    def _folder_of(self, path: Path) -> str | None:
+        try:
+            parts = path.resolve().relative_to(self.output_dir).parts
+        except (ValueError, OSError):
+            return None
+        if not parts or parts[0] == UPLOADER_DIRNAME:
+            return None
+        if parts[0] == MARKERS_DIRNAME and len(parts) > 1:
+            return parts[1].removesuffix(".json")
+        return parts[0] if classify(parts[0]) else None
+
+
+class OverflowAlarm(logging.Handler):
+    """watchdog rebuilds its watches after an inotify overflow but never replays the lost
+    events, and says so only in a log line: turn that line into a full rescan."""
+
+    def __init__(self, wakeups: Wakeups) -> None:
+        super().__init__(logging.WARNING)
+        self.wakeups = wakeups
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if OVERFLOW_MESSAGE in record.getMessage():
+            self.wakeups.add(None)
+
+
+class Watcher:
+    """Runs the detect and upload loops over one pipeline until `stop` is set."""
+
+    def __init__(self, pipeline: Pipeline, config: WatchConfig, stop: threading.Event) -> None:
+        self.pipeline = pipeline
+        self.config = config
+        self.stop = stop
+        self.wakeups = Wakeups()
+        self.work = threading.Event()
+        self.last_loop = time.time()
+        self.scanned_once = threading.Event()
+        self.incomplete: set[str] = set()
+        self.full_scans = 0
+        self.busy = False
+        self._observer: BaseObserver | None = None
+        self._alarm = OverflowAlarm(self.wakeups)
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.config.output_dir.mkdir(parents=True, exist_ok=True)
+        self._observer = self._make_observer()
+        self._observer.schedule(FolderEvents(self.config.output_dir, self.wakeups),
+                                str(self.config.output_dir), recursive=True)
+        logging.getLogger("watchdog").addHandler(self._alarm)
+        self._observer.start()
+        for name, target in (("detect", self._detect_loop), ("upload", self._upload_loop)):
+            thread = threading.Thread(target=target, name=f"uploader-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _make_observer(self) -> BaseObserver:
+        if self.config.poll:
+            return PollingObserver(timeout=self.config.poll_interval)
+        return Observer()
+
+    def join(self, timeout: float) -> bool:
+        """Stop the observer, wait up to `timeout` for the loops; True if they all ended."""
+        deadline = time.monotonic() + timeout
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(max(0.0, deadline - time.monotonic()))
+        logging.getLogger("watchdog").removeHandler(self._alarm)
+        self.wakeups.add(None)
+        self.work.set()
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def _detect_loop(self) -> None:
+        next_full = 0.0
+        while not self.stop.is_set():
+            now = time.monotonic()
+            names = {None} if now >= next_full else self.wakeups.take(
+                RECHECK_INTERVAL if self.incomplete else min(self.config.scan_interval,
+                                                             next_full - now))
+            try:
+                if None in names or time.monotonic() >= next_full:
+                    self._judge_all()
+                    next_full = time.monotonic() + self.config.scan_interval
+                else:
+                    self._judge({n for n in names if n} | self.incomplete)
+            except Exception:  # the loop must outlive any one bad folder
+                log.exception("detection pass failed; retrying at the next pass")
+            self.last_loop = time.time()
+
+    def _judge_all(self) -> None:
+        detections = self.pipeline.scan()
+        self.incomplete = {n for n, d in detections.items() if d.verdict is Verdict.NOT_YET}
+        self.full_scans += 1
+        self.scanned_once.set()
+        self.work.set()
+
+    def _judge(self, names: set[str]) -> None:
+        for name in sorted(names):
+            ref = classify(name)
+            if ref is None:
+                continue
+            detection = self.pipeline.observe(ref)
+            if detection.verdict is Verdict.NOT_YET:
+                self.incomplete.add(name)
+            else:
+                self.incomplete.discard(name)
+        self.work.set()
+
+    def _upload_loop(self) -> None:
+        while not self.stop.is_set():
+            self.work.wait(RECHECK_INTERVAL)
+            self.work.clear()
+            self.busy = True
+            try:
+                while not self.stop.is_set():
+                    due = self.pipeline.due()
+                    if not due:
+                        break
+                    self.pipeline.upload(due[0])
+            except Exception:
+                log.exception("upload pass failed; retrying at the next pass")
+            finally:
+                self.busy = False
+            self.last_loop = time.time()
