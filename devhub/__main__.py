@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument(
-        "--user", action="append", default=[], metavar="NAME:TOKEN[:read|write]",
+        "--user",
+        action="append",
+        default=[],
+        metavar="NAME:TOKEN[:read|write]",
         help="a user and its token (role write unless ':read'); repeatable",
     )
     parser.add_argument("--org", action="append", default=[], metavar="ORG:MEMBER[,MEMBER]")
@@ -37,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--faults", type=Path, help="JSON list of fault rules (see devhub.faults)")
     parser.add_argument("--seed", type=int, default=0, help="seed for probabilistic faults")
     parser.add_argument(
-        "--multipart-chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+        "--multipart-chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
         help="LFS objects larger than this go multipart, in parts of this size",
     )
     parser.add_argument("--log-level", default="INFO")

@@ -22,19 +22,27 @@ def _next_link(req: Request, cursor_arg: str, next_cursor: int) -> dict[str, str
     return {"Link": f'<{req.base_url}{req.path}?{urlencode(query)}>; rel="next"'}
 
 
-def _repo_commit(app: App, req: Request, plural: str, ns: str, name: str, rev: str) -> tuple[Repo, Commit]:
+def _repo_commit(
+    app: App, req: Request, plural: str, ns: str, name: str, rev: str
+) -> tuple[Repo, Commit]:
     repo = find_repo(app, req, repo_key(PLURAL_TO_TYPE[plural], ns, name))
     return repo, app.storage.resolve(repo, unquote(rev))
 
 
-def tree(app: App, req: Request, plural: str, ns: str, name: str, rev: str, path: str | None = None) -> Response:
+def tree(
+    app: App, req: Request, plural: str, ns: str, name: str, rev: str, path: str | None = None
+) -> Response:
     _, commit = _repo_commit(app, req, plural, ns, name, rev)
     base = unquote(path or "")
     entries = list_tree(commit, base, recursive=req.flag("recursive"))
     if entries is None:
-        raise HubError(404, f"Entry not found: {base}", "EntryNotFound", {"X-Repo-Commit": commit.id})
+        raise HubError(
+            404, f"Entry not found: {base}", "EntryNotFound", {"X-Repo-Commit": commit.id}
+        )
     cursor = int(req.arg("cursor") or 0)
-    headers = _next_link(req, "cursor", cursor + TREE_PAGE) if cursor + TREE_PAGE < len(entries) else {}
+    headers = (
+        _next_link(req, "cursor", cursor + TREE_PAGE) if cursor + TREE_PAGE < len(entries) else {}
+    )
     return json_response(entries[cursor : cursor + TREE_PAGE], headers=headers)
 
 
@@ -68,7 +76,9 @@ def list_commits(app: App, req: Request, plural: str, ns: str, name: str, rev: s
     return json_response(items, headers=_next_link(req, "p", page + 1) if more else {})
 
 
-def resolve(app: App, req: Request, prefix: str | None, ns: str, name: str, rev: str, path: str) -> Response:
+def resolve(
+    app: App, req: Request, prefix: str | None, ns: str, name: str, rev: str, path: str
+) -> Response:
     repo_type = {"datasets": "dataset", "spaces": "space"}.get(prefix or "", "model")
     repo = find_repo(app, req, repo_key(repo_type, ns, name))
     commit = app.storage.resolve(repo, unquote(rev))
@@ -108,7 +118,9 @@ def _file_response(app: App, req: Request, commit: Commit, entry: TreeEntry) -> 
 def _parse_range(header: str, size: int) -> tuple[int, int]:
     match = RANGE_RE.match(header.strip())
     if not match or match.groups() == ("", ""):
-        raise HubError(416, f"Unsupported Range {header!r}", headers={"Content-Range": f"bytes */{size}"})
+        raise HubError(
+            416, f"Unsupported Range {header!r}", headers={"Content-Range": f"bytes */{size}"}
+        )
     first, last = match.groups()
     if first == "":
         start, end = max(0, size - int(last)), size - 1

@@ -18,26 +18,39 @@ MAX_PAGE = 1000
 def whoami(app: App, req: Request) -> Response:
     user = require_user(req.user)
     role = user.role.value
-    return json_response({
-        "type": "user",
-        "id": user.name,
-        "name": user.name,
-        "fullname": user.name,
-        "email": None,
-        "emailVerified": False,
-        "isPro": False,
-        "canPay": False,
-        "periodEnd": None,
-        "avatarUrl": "",
-        "orgs": [
-            {"type": "org", "name": org, "fullname": org, "id": org, "roleInOrg": role, "isEnterprise": False}
-            for org in user.orgs
-        ],
-        "auth": {
-            "type": "access_token",
-            "accessToken": {"displayName": f"devhub-{role}", "role": role, "createdAt": "2024-01-01T00:00:00.000Z"},
-        },
-    })
+    return json_response(
+        {
+            "type": "user",
+            "id": user.name,
+            "name": user.name,
+            "fullname": user.name,
+            "email": None,
+            "emailVerified": False,
+            "isPro": False,
+            "canPay": False,
+            "periodEnd": None,
+            "avatarUrl": "",
+            "orgs": [
+                {
+                    "type": "org",
+                    "name": org,
+                    "fullname": org,
+                    "id": org,
+                    "roleInOrg": role,
+                    "isEnterprise": False,
+                }
+                for org in user.orgs
+            ],
+            "auth": {
+                "type": "access_token",
+                "accessToken": {
+                    "displayName": f"devhub-{role}",
+                    "role": role,
+                    "createdAt": "2024-01-01T00:00:00.000Z",
+                },
+            },
+        }
+    )
 
 
 def _body_key(req: Request, payload: dict[str, Any]) -> RepoKey:
@@ -118,7 +131,8 @@ def list_repos(app: App, req: Request, plural: str) -> Response:
     repo_type = PLURAL_TO_TYPE[plural]
     author, search = req.arg("author"), (req.arg("search") or "").lower()
     visible = [
-        repo for repo in app.storage.all_repos()
+        repo
+        for repo in app.storage.all_repos()
         if repo.key.repo_type == repo_type
         and can_read(req.user, repo.key.namespace, repo.private)
         and (author is None or repo.key.namespace == author)

@@ -81,12 +81,14 @@ def preupload(app: App, req: Request, plural: str, ns: str, name: str, rev: str)
         except (binascii.Error, ValueError) as err:
             raise HubError(400, f"Invalid base64 sample for {path}") from err
         existing = head.tree.get(path)
-        files.append({
-            "path": path,
-            "uploadMode": upload_mode(path, size, sample, patterns),
-            "shouldIgnore": False,
-            "oid": preupload_oid(existing) if existing else None,
-        })
+        files.append(
+            {
+                "path": path,
+                "uploadMode": upload_mode(path, size, sample, patterns),
+                "shouldIgnore": False,
+                "oid": preupload_oid(existing) if existing else None,
+            }
+        )
     return json_response({"files": files, "commitOid": head.id})
 
 
@@ -122,6 +124,8 @@ def read_operations(app: App, body: BodyReader) -> tuple[dict[str, Any], list[Op
             item = json.loads(line)
         except ValueError as err:
             raise HubError(400, f"Invalid NDJSON line in commit: {err}") from err
+        if not isinstance(item, dict) or not isinstance(item.get("value", {}), dict):
+            raise HubError(400, 'Each commit line must be {"key": ..., "value": {...}}')
         key, value = item.get("key"), item.get("value") or {}
         if key == "header":
             header = value
@@ -129,7 +133,14 @@ def read_operations(app: App, body: BodyReader) -> tuple[dict[str, Any], list[Op
             operations.append(_regular_file(app, value))
         elif key == "lfsFile":
             size = value.get("size")
-            operations.append(Operation("lfsFile", _check_path(value.get("path")), sha256=str(value.get("oid")), size=size))
+            operations.append(
+                Operation(
+                    "lfsFile",
+                    _check_path(value.get("path")),
+                    sha256=str(value.get("oid")),
+                    size=size,
+                )
+            )
         elif key in ("deletedFile", "deletedFolder"):
             operations.append(Operation(key, _check_path(value.get("path"))))
         else:
@@ -167,7 +178,9 @@ def _apply(app: App, repo: Repo, tree: dict[str, TreeEntry], op: Operation) -> N
     else:
         doomed = [p for p in tree if p.startswith(op.path + "/")]
         if not doomed:
-            raise HubError(404, f"A folder with this name doesn't exist: {op.path}", "EntryNotFound")
+            raise HubError(
+                404, f"A folder with this name doesn't exist: {op.path}", "EntryNotFound"
+            )
         for path in doomed:
             del tree[path]
 
@@ -176,7 +189,11 @@ def _lfs_entry(app: App, repo: Repo, op: Operation) -> TreeEntry:
     """Only objects this repo received may be committed: a known sha256 opens nothing else."""
     sha256 = op.sha256 or ""
     path = app.storage.objects.lfs_path(sha256) if len(sha256) == 64 else None
-    size = op.size if isinstance(op.size, int) else (path.stat().st_size if path and path.is_file() else -1)
+    size = (
+        op.size
+        if isinstance(op.size, int)
+        else (path.stat().st_size if path and path.is_file() else -1)
+    )
     if sha256 not in repo.lfs_objects or not app.storage.objects.has_lfs(sha256, size):
         raise HubError(
             400,
@@ -200,18 +217,33 @@ def post_commit(app: App, req: Request, plural: str, ns: str, name: str, rev: st
         head = app.storage.resolve(repo, branch)
         parent = header.get("parentCommit")
         if parent and parent != head.id:
-            raise HubError(412, f"A commit has happened since {parent}. Please refresh and try again.")
+            raise HubError(
+                412, f"A commit has happened since {parent}. Please refresh and try again."
+            )
         tree = dict(head.tree)
         for op in operations:
             _apply(app, repo, tree, op)
         commit = app.storage.add_commit(
-            repo, branch, author, str(header.get("summary") or ""), str(header.get("description") or ""), tree
+            repo,
+            branch,
+            author,
+            str(header.get("summary") or ""),
+            str(header.get("description") or ""),
+            tree,
         )
-    log.info("commit %s on %s (%d operations) by %s", commit.id, repo.key.repo_id, len(operations), author)
-    return json_response({
-        "success": True,
-        "commitOid": commit.id,
-        "commitUrl": f"{repo_url(req, repo.key)}/commit/{commit.id}",
-        "hookOutput": "",
-        "pullRequestUrl": None,
-    })
+    log.info(
+        "commit %s on %s (%d operations) by %s",
+        commit.id,
+        repo.key.repo_id,
+        len(operations),
+        author,
+    )
+    return json_response(
+        {
+            "success": True,
+            "commitOid": commit.id,
+            "commitUrl": f"{repo_url(req, repo.key)}/commit/{commit.id}",
+            "hookOutput": "",
+            "pullRequestUrl": None,
+        }
+    )

@@ -4,6 +4,7 @@ Rules come from `--faults FILE.json` (a JSON list) and from the admin API
 (`POST /_devhub/faults` with one rule or a list, `DELETE /_devhub/faults`, `GET /_devhub/faults`),
 which needs `Authorization: Bearer <admin token>`. A request fires at most one rule: the first
 live rule, in the order they were added, that matches it and passes its probability draw.
+The admin endpoints themselves (`/_devhub/...`) are never faulted.
 
 Rule schema (JSON object; only `action` is required):
 
@@ -60,9 +61,29 @@ class Action(enum.StrEnum):
 RESET_WHEN = ("before_response", "mid_body")
 DAMAGE_MODES = ("drop", "wrong_hash")
 _FIELDS = {
-    "action", "method", "path", "user", "times", "probability", "seed", "status", "message",
-    "retry_after", "ratelimit", "when", "after_bytes", "seconds", "bytes_per_second", "repo",
-    "repo_type", "file", "mode", "branch", "id", "hits", "matches",
+    "action",
+    "method",
+    "path",
+    "user",
+    "times",
+    "probability",
+    "seed",
+    "status",
+    "message",
+    "retry_after",
+    "ratelimit",
+    "when",
+    "after_bytes",
+    "seconds",
+    "bytes_per_second",
+    "repo",
+    "repo_type",
+    "file",
+    "mode",
+    "branch",
+    "id",
+    "hits",
+    "matches",
 }
 
 

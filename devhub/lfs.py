@@ -48,7 +48,14 @@ class Ticket:
 
     def encode(self, secret: bytes) -> str:
         payload = json.dumps(
-            [self.key.repo_type, self.key.namespace, self.key.name, self.oid, self.size, self.chunk_size]
+            [
+                self.key.repo_type,
+                self.key.namespace,
+                self.key.name,
+                self.oid,
+                self.size,
+                self.chunk_size,
+            ]
         ).encode()
         body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
         return f"{body}.{_sign(secret, body)}"
@@ -92,9 +99,15 @@ def batch(app: App, req: Request, plural_prefix: str | None, namespace: str, nam
 
 def _batch_object(app: App, req: Request, repo: Repo, obj: dict, multipart: bool) -> dict:
     oid, size = obj.get("oid"), obj.get("size")
-    if not isinstance(oid, str) or not SHA256_RE.match(oid) or not isinstance(size, int) or size < 0:
+    if (
+        not isinstance(oid, str)
+        or not SHA256_RE.match(oid)
+        or not isinstance(size, int)
+        or size < 0
+    ):
         return {
-            "oid": str(oid), "size": size if isinstance(size, int) else 0,
+            "oid": str(oid),
+            "size": size if isinstance(size, int) else 0,
             "error": {"code": 422, "message": "oid must be a sha256 and size an integer >= 0"},
         }
     if oid in repo.lfs_objects and app.storage.objects.has_lfs(oid, size):

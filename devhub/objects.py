@@ -110,4 +110,3 @@ class ObjectStore:
 
     def drop_upload_dir(self, key: str) -> None:
         shutil.rmtree(self.uploads / key, ignore_errors=True)
-

@@ -52,7 +52,11 @@ ROUTES = [
     _r("POST", "/_lfs/([^/]+)", lfs.complete_multipart),
     _r("PUT", r"/_lfs/([^/]+)/part/(\d+)", lfs.put_part),
     _r("POST", "/_lfs/([^/]+)/verify", lfs.verify),
-    _r("GET HEAD", r"/(?:(datasets|spaces)/)?([^/]+)/([^/]+)/resolve/([^/]+)/(.+)", api_files.resolve),
+    _r(
+        "GET HEAD",
+        r"/(?:(datasets|spaces)/)?([^/]+)/([^/]+)/resolve/([^/]+)/(.+)",
+        api_files.resolve,
+    ),
 ]
 
 

@@ -96,7 +96,12 @@ class DevHubHandler(BaseHTTPRequestHandler):
         app = self.server.app
         started = time.monotonic()
         split = urlsplit(self.path)
-        body = BodyReader(self.rfile, self.headers)
+        try:
+            body = BodyReader(self.rfile, self.headers)
+        except HubError as err:  # unreadable framing: answer, then drop the connection
+            self.close_connection = True
+            self._send(error_response(err), None)
+            return
         user: User | None = None
         auth_error: HubError | None = None
         if not is_admin(split.path):
@@ -105,8 +110,13 @@ class DevHubHandler(BaseHTTPRequestHandler):
             except HubError as err:
                 auth_error = err
         req = Request(
-            self.command, split.path, parse_qs(split.query, keep_blank_values=True),
-            self.headers, body, user, self._base_url(),
+            self.command,
+            split.path,
+            parse_qs(split.query, keep_blank_values=True),
+            self.headers,
+            body,
+            user,
+            self._base_url(),
         )
         rule = None
         if not is_admin(split.path):
@@ -127,12 +137,19 @@ class DevHubHandler(BaseHTTPRequestHandler):
             log.info("connection lost during %s %s: %s", req.method, req.path, err)
             self.close_connection = True
         finally:
-            app.reqlog.record(LogEntry(
-                time=time.time(), method=req.method, path=req.path, status=status, bytes=sent,
-                bytes_in=body.bytes_read, duration=round(time.monotonic() - started, 4),
-                user=user.name if user else None,
-                fault={"id": rule.id, "action": rule.action.value} if rule else None,
-            ))
+            app.reqlog.record(
+                LogEntry(
+                    time=time.time(),
+                    method=req.method,
+                    path=req.path,
+                    status=status,
+                    bytes=sent,
+                    bytes_in=body.bytes_read,
+                    duration=round(time.monotonic() - started, 4),
+                    user=user.name if user else None,
+                    fault={"id": rule.id, "action": rule.action.value} if rule else None,
+                )
+            )
 
     def _respond(
         self, app: App, req: Request, rule: FaultRule | None, auth_error: HubError | None
@@ -248,4 +265,3 @@ def serve(app: App, host: str, port: int) -> DevHubServer:
     thread = threading.Thread(target=server.serve_forever, name="devhub-serve", daemon=True)
     thread.start()
     return server
-

@@ -32,15 +32,16 @@ NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$")
 COMMIT_ID_RE = re.compile(r"^[0-9a-f]{40}$")
 
 # The .gitattributes the Hub puts in every new repo's initial commit.
+# fmt: off
+_LFS_PATTERNS = [
+    "*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib", "*.lfs.*",
+    "*.mlmodel", "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot", "*.parquet", "*.pb",
+    "*.pickle", "*.pkl", "*.pt", "*.pth", "*.rar", "*.safetensors", "saved_model/**/*", "*.tar.*",
+    "*.tar", "*.tflite", "*.tgz", "*.wasm", "*.xz", "*.zip", "*.zst", "*tfevents*",
+]
+# fmt: on
 DEFAULT_GITATTRIBUTES = "".join(
-    f"{pattern} filter=lfs diff=lfs merge=lfs -text\n"
-    for pattern in (
-        "*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib",
-        "*.lfs.*", "*.mlmodel", "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot",
-        "*.parquet", "*.pb", "*.pickle", "*.pkl", "*.pt", "*.pth", "*.rar", "*.safetensors",
-        "saved_model/**/*", "*.tar.*", "*.tar", "*.tflite", "*.tgz", "*.wasm", "*.xz", "*.zip",
-        "*.zst", "*tfevents*",
-    )
+    f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in _LFS_PATTERNS
 ).encode()
 
 
@@ -132,6 +133,12 @@ class Repo:
     folder: Path
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     commits: dict[str, Commit] = field(default_factory=dict, repr=False)
+    deleted: bool = False
+
+    def check_live(self) -> None:
+        """Writers hold the lock and call this: a repo deleted meanwhile takes no more writes."""
+        if self.deleted:
+            raise HubError(404, f"Repository {self.key.repo_id} was deleted", "RepoNotFound")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,7 +171,12 @@ class Storage:
         raw = json.loads(meta.read_text())
         key = RepoKey(raw["type"], raw["namespace"], raw["name"])
         return Repo(
-            key, raw["private"], raw["created_at"], raw["refs"], set(raw["lfs_objects"]), meta.parent
+            key,
+            raw["private"],
+            raw["created_at"],
+            raw["refs"],
+            set(raw["lfs_objects"]),
+            meta.parent,
         )
 
     def _folder(self, key: RepoKey) -> Path:
@@ -195,19 +207,27 @@ class Storage:
         with self._lock:
             repo = self._repos.pop(key)
         with repo.lock:
+            repo.deleted = True
             trash = self.root / "trash" / uuid.uuid4().hex
             trash.parent.mkdir(parents=True, exist_ok=True)
             repo.folder.rename(trash)
         shutil.rmtree(trash, ignore_errors=True)
 
     def save(self, repo: Repo) -> None:
+        repo.check_live()
         atomic_write_json(repo.folder / "repo.json", repo.to_json())
 
     def add_commit(
-        self, repo: Repo, branch: str, author: str, title: str, message: str,
+        self,
+        repo: Repo,
+        branch: str,
+        author: str,
+        title: str,
+        message: str,
         tree: dict[str, TreeEntry],
     ) -> Commit:
         """Write a commit on top of `branch` and move the branch to it (caller holds repo.lock)."""
+        repo.check_live()
         parent = repo.refs.get(branch)
         date = now_iso()
         seed = json.dumps([parent, author, date, title, message, uuid.uuid4().hex])
@@ -224,6 +244,7 @@ class Storage:
 
     def rewrite_tree(self, repo: Repo, commit: Commit, tree: dict[str, TreeEntry]) -> Commit:
         """Replace a commit's tree in place: models damage to a stored copy (caller holds lock)."""
+        repo.check_live()
         damaged = replace(commit, tree=dict(tree))
         self._write_commit(repo, damaged)
         return damaged
@@ -255,6 +276,7 @@ class Storage:
     def grant_lfs(self, repo: Repo, sha256: str) -> None:
         """Record that this repo received the LFS object (so it may commit pointers to it)."""
         with repo.lock:
+            repo.check_live()
             if sha256 not in repo.lfs_objects:
                 repo.lfs_objects.add(sha256)
                 self.save(repo)

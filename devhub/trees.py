@@ -36,7 +36,12 @@ def etag(entry: TreeEntry) -> str:
 
 
 def file_json(path: str, entry: TreeEntry) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "file", "path": path, "size": entry.size, "oid": reported_oid(entry)}
+    out: dict[str, Any] = {
+        "type": "file",
+        "path": path,
+        "size": entry.size,
+        "oid": reported_oid(entry),
+    }
     sha256 = reported_sha256(entry)
     if sha256 is not None:
         out["lfs"] = {
@@ -94,10 +99,10 @@ def list_tree(commit: Commit, base: str, recursive: bool) -> list[dict[str, Any]
     prefix = f"{base}/" if base else ""
     out: list[dict[str, Any]] = []
     for folder, oid in oids.items():
-        if folder and folder.startswith(prefix) and (recursive or "/" not in folder[len(prefix):]):
+        if folder and folder.startswith(prefix) and (recursive or "/" not in folder[len(prefix) :]):
             out.append(folder_json(folder, oid))
     for path, entry in commit.tree.items():
-        if path.startswith(prefix) and (recursive or "/" not in path[len(prefix):]):
+        if path.startswith(prefix) and (recursive or "/" not in path[len(prefix) :]):
             out.append(file_json(path, entry))
     return sorted(out, key=lambda e: (e["type"] != "directory", e["path"]))
 

@@ -83,8 +83,10 @@ class BodyReader:
     def __init__(self, rfile: BinaryIO, headers: Message) -> None:
         self._rfile = rfile
         self._chunked = "chunked" in (headers.get("Transfer-Encoding") or "").lower()
-        length = headers.get("Content-Length")
-        self._remaining = 0 if self._chunked else int(length or 0)
+        length = headers.get("Content-Length") or "0"
+        if not self._chunked and not length.strip().isdigit():
+            raise HubError(400, f"Invalid Content-Length {length!r}")
+        self._remaining = 0 if self._chunked else int(length)
         self._chunk_left = 0
         self._eof = not self._chunked and self._remaining == 0
         self._buffer = bytearray()
@@ -211,7 +213,9 @@ class Response:
         return self.file.length if self.file is not None else len(self.body)
 
 
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     body = json.dumps(payload).encode()
     return Response(
         status=status,

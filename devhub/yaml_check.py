@@ -108,35 +108,55 @@ def parse_yaml(text: str) -> Any:
     return value
 
 
-def _strip_comment(raw: str) -> str:
+def _opens_quote(text: str, i: int) -> bool:
+    """A quote starts a quoted scalar only at a token start, not inside a word (`it's`)."""
+    return text[i] in "'\"" and (i == 0 or text[i - 1] in " [{,:-?")
+
+
+def _scan(text: str) -> tuple[list[tuple[int, str, int]], bool]:
+    """(index, char, flow depth) of every character outside quoted scalars, and whether a
+    quoted scalar is still open at the end of `text`."""
+    out: list[tuple[int, str, int]] = []
     quote: str | None = None
-    for i, char in enumerate(raw):
+    depth = 0
+    i = 0
+    while i < len(text):
+        char = text[i]
         if quote:
-            if char == quote:
+            if (quote == '"' and char == "\\") or (quote == "'" and text[i : i + 2] == "''"):
+                i += 1
+            elif char == quote:
                 quote = None
-        elif char in "'\"" and (i == 0 or raw[i - 1] in " [{,:-"):
+        elif _opens_quote(text, i):
             quote = char
-        elif char == "#" and (i == 0 or raw[i - 1] in " \t"):
+        else:
+            depth += char in "[{"
+            depth -= char in "]}"
+            out.append((i, char, depth))
+        i += 1
+    return out, quote is not None
+
+
+def _is_open(text: str) -> bool:
+    """True while a flow collection or a quoted scalar begun in `text` is not closed yet."""
+    chars, quote_open = _scan(text)
+    return quote_open or (bool(chars) and chars[-1][2] > 0)
+
+
+def _strip_comment(raw: str) -> str:
+    for i, char, _ in _scan(raw)[0]:
+        if char == "#" and (i == 0 or raw[i - 1] in " \t"):
             return raw[:i]
     return raw
 
 
 def _split_key(text: str) -> tuple[str, str] | None:
     """`key: value` -> (key, value); None when the line is no mapping entry."""
-    quote: str | None = None
-    depth = 0
-    for i, char in enumerate(text):
-        if quote:
-            if char == quote:
-                quote = None
-        elif char in "'\"" and i == 0:
-            quote = char
-        elif char in "[{":
-            depth += 1
-        elif char in "]}":
-            depth -= 1
-        elif char == ":" and depth == 0 and (i + 1 == len(text) or text[i + 1] == " "):
+    for i, char, depth in _scan(text)[0]:
+        if char == ":" and depth == 0 and (i + 1 == len(text) or text[i + 1] == " "):
             key = text[:i].strip()
+            if not key:
+                return None
             return (_scalar(key) if key[:1] in "'\"" else key), text[i + 1 :].strip()
     return None
 
@@ -157,12 +177,14 @@ class _BlockParser:
         if _split_key(line.text) is not None:
             return self.mapping(indent)
         self.pos += 1
-        return self.plain_continued(_scalar(line.text), line.text, indent - 1)
+        return self.scalar_lines(line.text, indent - 1)
 
     def sequence(self, indent: int) -> list[Any]:
         items: list[Any] = []
-        while (line := self.peek()) and line.indent == indent and (
-            line.text == "-" or line.text.startswith("- ")
+        while (
+            (line := self.peek())
+            and line.indent == indent
+            and (line.text == "-" or line.text.startswith("- "))
         ):
             rest = line.text[1:].strip()
             if not rest:
@@ -188,7 +210,7 @@ class _BlockParser:
             elif rest[0] in "|>":
                 out[str(key)] = self.block_scalar(indent, folded=rest[0] == ">")
             else:
-                out[str(key)] = self.plain_continued(_scalar(rest), rest, indent)
+                out[str(key)] = self.scalar_lines(rest, indent)
         if (line := self.peek()) and line.indent > indent:
             raise YamlError(f"line {line.number}: unexpected indentation")
         return out
@@ -203,17 +225,18 @@ class _BlockParser:
             return self.sequence(indent)
         return None
 
-    def plain_continued(self, value: Any, raw: str, indent: int) -> Any:
-        """Plain scalars may continue on more-indented lines (folded with spaces)."""
-        extra = []
+    def scalar_lines(self, raw: str, indent: int) -> Any:
+        """A scalar or flow value, with the more-indented lines that continue it."""
+        if raw[:1] in "'\"[{":
+            while _is_open(raw) and (line := self.peek()) and line.indent > indent:
+                raw = f"{raw} {line.text}"
+                self.pos += 1
+            return _scalar(raw)
+        extra = []  # plain scalars fold their continuation lines with spaces
         while (line := self.peek()) and line.indent > indent and _split_key(line.text) is None:
             extra.append(line.text)
             self.pos += 1
-        if not extra:
-            return value
-        if raw[:1] in "'\"[{":
-            return _scalar(" ".join([raw, *extra]))
-        return " ".join([raw, *extra])
+        return " ".join([raw, *extra]) if extra else _scalar(raw)
 
     def block_scalar(self, indent: int, folded: bool) -> str:
         parts = []
@@ -226,7 +249,7 @@ class _BlockParser:
 _NULLS = ("", "~", "null", "Null", "NULL")
 _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
 _INT_RE = re.compile(r"^[-+]?(0|[1-9][0-9]*)$")
-_FLOAT_RE = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
+_FLOAT_RE = re.compile(r"^[-+]?([0-9][0-9_]*\.[0-9_]*|\.[0-9_]+)([eE][-+][0-9]+)?$")
 
 
 def _scalar(text: str) -> Any:

@@ -18,15 +18,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from trainer.errors import DatasetError
 from trainer.synthetic import TRAIN_FILENAME, VALIDATION_FILENAME
 
 log = logging.getLogger(__name__)
 
 VALIDATION_NAMES = ("validation", "valid", "val", "dev", "test")
-
-
-class DatasetError(ValueError):
-    """The dataset cannot be found or parsed; the message names the file and the fix."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +148,8 @@ def load_jsonl(path: Path, label_names: Sequence[str] | None = None) -> list[Ner
 
 
 def _find(folder: Path, stems: Iterable[str]) -> Path | None:
-    files = sorted(p for p in folder.rglob("*.jsonl") if ".cache" not in p.parts)
+    files = sorted(p for p in folder.rglob("*.jsonl")
+                   if ".cache" not in p.relative_to(folder).parts)
     for stem in stems:
         for path in files:
             if path.stem == stem or path.stem.startswith(f"{stem}-") or path.stem.startswith(
@@ -173,19 +171,24 @@ def files_in_folder(folder: Path) -> DataFiles:
     return DataFiles(train, validation)
 
 
-def download_hub_dataset(repo_id: str, *, token: str | None, endpoint: str) -> Path:
+def download_hub_dataset(
+    repo_id: str, *, token: str | None, endpoint: str, cache_dir: Path | None = None
+) -> Path:
     """Fetch the JSONL files of a Hub dataset repo; the only network access of data loading."""
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=endpoint, token=token)
     log.info("downloading dataset", extra={"repo_id": repo_id})
-    return Path(api.snapshot_download(repo_id, repo_type="dataset", allow_patterns=["*.jsonl",
-                                                                                  "**/*.jsonl"]))
+    return Path(api.snapshot_download(repo_id, repo_type="dataset", cache_dir=cache_dir,
+                                      allow_patterns=["*.jsonl", "**/*.jsonl"]))
 
 
 def resolve_files(
-    dataset: str | None, validation_file: Path | None, *, token: str | None, endpoint: str
+    dataset: str | None, validation_file: Path | None, *, token: str | None, endpoint: str,
+    cache_dir: Path | None = None,
 ) -> DataFiles:
+    """The train and validation files: packaged, a local folder or file, or a Hub dataset id
+    (downloaded into `cache_dir`, default the Hugging Face cache)."""
     if dataset is None:
         return files_in_folder(packaged_data_dir())
     path = Path(dataset)
@@ -200,7 +203,8 @@ def resolve_files(
         return DataFiles(path, validation_file)
     if path.suffix == ".jsonl" or dataset.count("/") != 1:
         raise DatasetError(f"--dataset {dataset}: no such file or folder, and not a Hub id")
-    return files_in_folder(download_hub_dataset(dataset, token=token, endpoint=endpoint))
+    return files_in_folder(download_hub_dataset(dataset, token=token, endpoint=endpoint,
+                                                cache_dir=cache_dir))
 
 
 def load_data(

@@ -39,6 +39,7 @@ class TrainerSettings(BaseSettings):
         cli_implicit_flags=True,
         cli_exit_on_error=False,
         populate_by_name=True,
+        env_ignore_empty=True,  # compose passes unset variables through as empty strings
         frozen=True,
         extra="ignore",
     )
@@ -134,6 +135,13 @@ class TrainerSettings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("resume", mode="before")
+    @classmethod
+    def _no_resume(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "no", "null"):
+            return None
+        return value
+
     @field_validator("hub_namespace")
     @classmethod
     def _check_namespace(cls, value: str | None) -> str | None:
@@ -161,11 +169,21 @@ class SettingsInputError(ValueError):
     """Settings that cannot be used; the message is one line naming the setting and the fix."""
 
 
+def _env_name(field_name: str) -> str:
+    info = TrainerSettings.model_fields.get(field_name)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        shared_names = [c for c in alias.choices if isinstance(c, str) and c.isupper()]
+        if shared_names:
+            return shared_names[0]
+    return f"TRAINER_{field_name.upper()}"
+
+
 def _flag(loc: tuple[int | str, ...]) -> str:
-    name = str(loc[0]) if loc else "settings"
-    if name.isupper():
-        return name
-    return f"--{name.replace('_', '-')} (TRAINER_{name.upper()})"
+    name = str(loc[0])
+    if name.isupper():  # reported under its shared env name
+        name = next((f for f in TrainerSettings.model_fields if _env_name(f) == name), name)
+    return f"--{name.replace('_', '-')} ({_env_name(name)})"
 
 
 def describe_validation_error(exc: ValidationError) -> str:

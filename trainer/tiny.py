@@ -112,6 +112,7 @@ def ensure_tiny_model(parent: Path, texts: list[str], spec: TinySpec | None = No
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=folder.parent))
+    staging.chmod(0o755)
     try:
         tokenizer = train_tokenizer(texts, spec.vocab_size)
         build_model(tokenizer, spec).save_pretrained(staging)

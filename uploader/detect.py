@@ -42,12 +42,8 @@ MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 SAFETENSORS_LENGTH_BYTES = 8
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-FULL_WEIGHTS = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
+FULL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 ADAPTER_CONFIG = "adapter_config.json"
 EVAL_RESULTS = "eval_results.json"
 DEEPSPEED_DIR_PREFIX = "global_step"
@@ -162,7 +158,10 @@ def check_safetensors_header(path: Path) -> str | None:
             return f"header length {length} is out of range"
         if SAFETENSORS_LENGTH_BYTES + length > size:
             return f"header length {length} exceeds the file size {size}"
-        header = json.loads(fh.read(length))
+        try:
+            header = json.loads(fh.read(length))
+        except ValueError as exc:
+            return f"header is not JSON: {exc}"
     if not isinstance(header, dict):
         return "header is not a JSON object"
     data_bytes = size - SAFETENSORS_LENGTH_BYTES - length
@@ -181,14 +180,9 @@ def check_safetensors_header(path: Path) -> str | None:
 class CompletionDetector:
     """Judges folders of one output dir; keeps a per-folder cache of COMPLETE verdicts."""
 
-    def __init__(
-        self,
-        output_dir: Path,
-        settle_seconds: float,
-        *,
-        clock: Callable[[], float] = time.time,
-        abandoned_after: float = ABANDONED_AFTER_SECONDS,
-    ) -> None:
+    def __init__(self, output_dir: Path, settle_seconds: float, *,
+                 clock: Callable[[], float] = time.time,
+                 abandoned_after: float = ABANDONED_AFTER_SECONDS) -> None:
         self.output_dir = Path(output_dir)
         self.settle_seconds = settle_seconds
         self.abandoned_after = max(abandoned_after, settle_seconds)
@@ -204,8 +198,7 @@ class CompletionDetector:
             detection = Detection(Verdict.INVALID, None, f"cannot list the folder: {exc}")
         except (FileNotFoundError, NotADirectoryError):
             if not os.path.lexists(folder):
-                self._complete.pop(ref.name, None)
-                self._last_reason.pop(ref.name, None)
+                self._forget(ref.name)
                 return Detection(Verdict.GONE, None, "folder no longer exists")
             detection = self._not_directory(folder)
         else:
@@ -218,6 +211,12 @@ class CompletionDetector:
                 self._complete[ref.name] = (scan, detection)
         self._note(ref, detection)
         return detection
+
+    def _forget(self, name: str) -> None:
+        """Drop what is kept for a folder that is gone (rotation), so memory stays bounded."""
+        self._complete.pop(name, None)
+        self._last_reason.pop(name, None)
+        self._last_reason.pop(f"marker:{name}", None)
 
     def _not_directory(self, folder: Path) -> Detection:
         if folder.is_symlink() or not folder.is_dir():
@@ -252,10 +251,8 @@ class CompletionDetector:
         if marker is None:
             return None
         if marker.kind is not ref.kind or (ref.step is not None and marker.step != ref.step):
-            self._note_marker(
-                ref, f"marker not trusted: it describes {marker.kind} step {marker.step}",
-                logging.WARNING,
-            )
+            reason = f"marker not trusted: it describes {marker.kind} step {marker.step}"
+            self._note_marker(ref, reason, logging.WARNING)
             return None
         if marker.files != scan.files:
             self._note_marker(ref, "marker is stale: the folder changed after it was written",
@@ -289,14 +286,10 @@ class CompletionDetector:
     def _version(self, ref: FolderRef, folder: Path, scan: _Scan, step: int,
                  marker: Marker | None) -> FolderVersion:
         return FolderVersion(
-            ref=ref,
-            step=step,
-            files=scan.files,
-            inodes=scan.inodes,
+            ref=ref, step=step, files=scan.files, inodes=scan.inodes,
             version_key=version_key(ref.name, step, scan.files, scan.inodes),
             timestamp=folder_timestamp(folder, marker),
-            run_id=marker.run_id if marker else None,
-            marker=marker,
+            run_id=marker.run_id if marker else None, marker=marker,
             origin_repo=marker.origin_repo if marker else None,
             detected_by="marker" if marker else "settle",
         )

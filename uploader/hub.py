@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +36,13 @@ from huggingface_hub.utils._http import hf_request_event_hook
 
 from shared.hashing import FileDigest
 from shared.manifest import MANIFEST_FILENAME, Manifest
-from uploader.errors import AuthError, ConfigError, StagingError
+from uploader.errors import AuthError, ConfigError, StagingError, UploaderError
 from uploader.retry import (
     NAMESPACE_HINT,
     READ_ONLY_HINT,
     RetryPolicy,
     call_with_retry,
+    one_line,
     register_secret,
 )
 
@@ -145,11 +147,22 @@ def install_timeouts(connect_timeout: float, read_timeout: float) -> None:
 class HubClient:
     """Typed, retried Hub operations for one endpoint and one token source."""
 
-    def __init__(self, config: HubConfig, policy: RetryPolicy,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        config: HubConfig,
+        policy: RetryPolicy,
+        stop: threading.Event | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[UploaderError, int, float], None] | None = None,
+    ) -> None:
+        """`stop` interrupts retry waits (shutdown); `sleep` and `on_retry` are passed to
+        `call_with_retry` (tests inject `sleep`; the pipeline may count retries)."""
         self.config = config
         self.policy = policy
         self.stop = stop
+        self._sleep = sleep
+        self._on_retry = on_retry
         self.endpoint = config.endpoint.rstrip("/")
         self._api = HfApi(endpoint=self.endpoint, library_name=LIBRARY_NAME)
         self._identity: Identity | None = None
@@ -162,8 +175,10 @@ class HubClient:
     def _token(self) -> str:
         try:
             token = self.config.token_provider()
+        except UploaderError:
+            raise
         except Exception as exc:  # a provider error (unreadable secret file) is configuration
-            raise ConfigError(f"cannot read the Hub token: {exc}",
+            raise ConfigError(f"cannot read the Hub token: {one_line(str(exc))}",
                               "set HF_TOKEN or HF_TOKEN_FILE to a readable write token") from None
         if not token:
             raise ConfigError("no Hub token configured", "set HF_TOKEN or HF_TOKEN_FILE")
@@ -175,7 +190,8 @@ class HubClient:
         constants.HF_HUB_DISABLE_XET = not self.config.use_xet
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
-        return call_with_retry(self.policy, what, fn, stop=self.stop)
+        return call_with_retry(self.policy, what, fn, stop=self.stop, sleep=self._sleep,
+                               on_retry=self._on_retry)
 
     def repo_url(self, repo_id: str) -> str:
         return f"{self.endpoint}/{repo_id}"
@@ -189,7 +205,7 @@ class HubClient:
                 raw = self._retry(f"whoami at {self.endpoint}",
                                   lambda: self._api.whoami(token=self._token()))
                 self._identity = parse_identity(raw)
-                log.info("hub identity %s", self._identity.name,
+                log.debug("hub identity %s", self._identity.name,
                          extra={"user": self._identity.name, "role": self._identity.role,
                                 "orgs": list(self._identity.orgs)})
             return self._identity

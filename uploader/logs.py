@@ -54,3 +54,11 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None 
     # Libraries' chatter stays at WARNING unless asked for.
     for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3", "watchdog", "filelock"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def quiet_progress_bars() -> None:
+    """Progress bars on a terminal only: in a container log they are noise."""
+    if not sys.stderr.isatty():
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()

@@ -110,6 +110,9 @@ class Pipeline:
         # around the store is simpler than a connection per thread.
         self._store_lock = threading.RLock()
         self._detect_lock = threading.Lock()
+        # A record is visible to the upload thread as soon as it is recorded, before its
+        # snapshot exists: the upload side takes this lock to wait for staging to finish.
+        self._stage_lock = threading.RLock()
 
     # -- detection -----------------------------------------------------------------------
     def scan(self) -> dict[str, Detection]:
@@ -123,12 +126,12 @@ class Pipeline:
             with self._store_lock:
                 known = self.store.by_key(detection.version.version_key)
             if known is None:
-                self._admit(detection.version)
-        elif detection.verdict is Verdict.INVALID:
-            log.warning("folder not uploadable", extra={"folder": ref.name,
-                                                         "reason": detection.reason})
+                with self._stage_lock:
+                    self._admit(detection.version)
         else:
+            # The detector logs each change of verdict once; here only the per-pass detail.
             log.debug("folder not complete", extra={"folder": ref.name,
+                                                     "verdict": detection.verdict,
                                                      "reason": detection.reason})
         return detection
 
@@ -234,6 +237,10 @@ class Pipeline:
         return record
 
     def _staged_copy(self, record: Record) -> StagedFolder | None:
+        with self._stage_lock:
+            return self._staged_or_restaged(record)
+
+    def _staged_or_restaged(self, record: Record) -> StagedFolder | None:
         staged = self.stager.get(record.version_key)
         if staged is not None:
             return staged

@@ -30,6 +30,7 @@ from huggingface_hub.errors import (
     BadRequestError,
     HfHubHTTPError,
     HFValidationError,
+    OfflineModeIsEnabled,
     RepositoryNotFoundError,
 )
 from huggingface_hub.utils._http import _parse_retry_after, parse_ratelimit_headers
@@ -37,6 +38,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from uploader.errors import (
     AuthError,
+    ConfigError,
     PermanentError,
     RateLimitedError,
     TransientError,
@@ -77,6 +79,8 @@ _STATUS_ERRORS: tuple[type[BaseException], ...] = (
 _RECOGNISED = (*_STATUS_ERRORS, *_TRANSPORT_ERRORS, HFValidationError)
 _HUB_TOKEN_RE = re.compile(r"\b(hf|api_org)_[A-Za-z0-9]{8,}")
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
+# Pre-signed upload URLs carry their credential in the query string (X-Amz-Signature...).
+_URL_QUERY_RE = re.compile(r"(https?://[^\s?#\"']+)\?[^\s\"']+")
 _REDACTED = "***"
 
 _secrets: set[str] = set()
@@ -95,12 +99,14 @@ def register_secret(value: str | None) -> None:
 
 
 def scrub(text: str) -> str:
-    """Remove registered secrets, Hub-token-shaped strings and bearer credentials."""
+    """Remove registered secrets, Hub-token-shaped strings, bearer credentials and URL query
+    strings (pre-signed upload URLs)."""
     with _secrets_lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
         text = text.replace(secret, _REDACTED)
     text = _HUB_TOKEN_RE.sub(_REDACTED, text)
+    text = _URL_QUERY_RE.sub(rf"\g<1>?{_REDACTED}", text)
     return _BEARER_RE.sub(rf"\g<1>{_REDACTED}", text)
 
 
@@ -146,6 +152,9 @@ def classify(exc: BaseException, what: str) -> UploaderError:
     """Map any exception a Hub call raised to the uploader's error tree (see module doc)."""
     if isinstance(exc, UploaderError):
         return exc
+    if isinstance(exc, OfflineModeIsEnabled):  # a ConnectionError, but no retry can pass it
+        return ConfigError(f"{what} failed: HF_HUB_OFFLINE is set",
+                           "unset HF_HUB_OFFLINE: the uploader needs the Hub")
     cause = _find_cause(exc)
     wrapper = "" if cause is exc else f"{one_line(str(exc), 120)}: "
     if isinstance(cause, _STATUS_ERRORS):
@@ -196,7 +205,7 @@ def _classify_status(exc: BaseException, what: str, wrapper: str) -> UploaderErr
     if status in RETRYABLE_STATUS or status >= SERVER_ERROR_MIN:
         return TransientError(f"{base}: {detail}" if detail else base, TRANSIENT_HINT)
     if status in (401, 403) and not isinstance(exc, RepositoryNotFoundError):
-        return _auth_error(status, detail, what, _host_of(response))
+        return _auth_error(status, detail, f"{what} failed: {wrapper}", _host_of(response))
     if isinstance(exc, RepositoryNotFoundError):
         return PermanentError(f"{base}: repository not found or not visible to this token",
                               "check the repo id and that the token can read it")
@@ -205,18 +214,18 @@ def _classify_status(exc: BaseException, what: str, wrapper: str) -> UploaderErr
     return PermanentError(f"{base}: {detail}" if detail else base, hint)
 
 
-def _auth_error(status: int, detail: str, what: str, host: str) -> AuthError:
+def _auth_error(status: int, detail: str, prefix: str, host: str) -> AuthError:
     low = detail.lower()
     if status == 401:
-        return AuthError(f"{what} failed: the token was rejected by {host} (HTTP 401: invalid "
+        return AuthError(f"{prefix}the token was rejected by {host} (HTTP 401: invalid "
                          f"or expired token){': ' + detail if detail else ''}", TOKEN_HINT)
     if "read" in low and ("role" in low or "read-only" in low or "read access" in low):
-        return AuthError(f"{what} failed: the token is read-only (HTTP 403): {detail}",
+        return AuthError(f"{prefix}the token is read-only (HTTP 403): {detail}",
                          READ_ONLY_HINT)
     if "namespace" in low or "rights" in low or "permission" in low:
-        return AuthError(f"{what} failed: the token cannot write this namespace (HTTP 403): "
+        return AuthError(f"{prefix}the token cannot write this namespace (HTTP 403): "
                          f"{detail}", NAMESPACE_HINT)
-    return AuthError(f"{what} failed: forbidden (HTTP 403){': ' + detail if detail else ''}",
+    return AuthError(f"{prefix}forbidden (HTTP 403){': ' + detail if detail else ''}",
                      f"{READ_ONLY_HINT}, and check HUB_NAMESPACE")
 
 
@@ -268,54 +277,67 @@ def call_with_retry(
     error, and as soon as `stop` is set (before an attempt or during a wait).
     `on_retry(error, attempt, wait)` is called before each wait.
     """
-    last: list[UploaderError] = []
+    run = _Run(policy, what, on_retry, sleep, stop)
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=run.should_stop,
+        wait=run.wait,
+        sleep=run.sleep,
+        before_sleep=run.before_sleep,
+        reraise=True,
+    )
+    return retrying(run.attempt, fn)
 
-    def attempt() -> T:
+
+@dataclass
+class _Run:
+    """The state of one call_with_retry: tenacity's hooks, and the last classified error."""
+
+    policy: RetryPolicy
+    what: str
+    on_retry: Callable[[UploaderError, int, float], None] | None
+    sleep_fn: Callable[[float], None]
+    stop: threading.Event | None
+    last: UploaderError | None = None
+
+    def attempt(self, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except Exception as exc:
-            error = classify(exc, what)
-            last[:] = [error]
+            error = classify(exc, self.what)
+            self.last = error
             if error is exc:
                 raise
             raise error from None  # the original may carry request details; ours is scrubbed
 
-    def wait(state: RetryCallState) -> float:
-        return policy.wait_for(last[0], state.attempt_number)
+    def should_stop(self, state: RetryCallState) -> bool:
+        stopping = self.stop is not None and self.stop.is_set()
+        return stopping or state.attempt_number >= max(1, self.policy.attempts)
 
-    def before_sleep(state: RetryCallState) -> None:
-        error = last[0]
-        seconds = state.upcoming_sleep
+    def wait(self, state: RetryCallState) -> float:
+        assert self.last is not None
+        return self.policy.wait_for(self.last, state.attempt_number)
+
+    def before_sleep(self, state: RetryCallState) -> None:
+        error, seconds, attempt = self.last, state.upcoming_sleep, state.attempt_number
+        assert error is not None
         log.warning(
-            "retrying %s in %.1fs after attempt %d/%d: %s", what, seconds, state.attempt_number,
-            policy.attempts, error.message,
-            extra={"what": what, "attempt": state.attempt_number, "wait_s": seconds,
+            "retrying %s in %.1fs after attempt %d/%d: %s", self.what, seconds, attempt,
+            self.policy.attempts, error.message,
+            extra={"what": self.what, "attempt": attempt, "wait_s": seconds,
                    "error_class": type(error).__name__},
         )
-        if on_retry is not None:
-            on_retry(error, state.attempt_number, seconds)
+        if self.on_retry is not None:
+            self.on_retry(error, attempt, seconds)
 
-    def interruptible_sleep(seconds: float) -> None:
-        if stop is not None and sleep is time.sleep:
-            interrupted = stop.wait(seconds)
+    def sleep(self, seconds: float) -> None:
+        """Wait, but give up at once (raising the last error) when `stop` is set."""
+        if self.stop is not None and self.sleep_fn is time.sleep:
+            interrupted = self.stop.wait(seconds)
         else:
-            interrupted = stop is not None and stop.is_set()
-            if not interrupted:
-                sleep(seconds)
-            interrupted = stop is not None and stop.is_set()
-        if interrupted:
-            log.info("stop requested: giving up %s", what, extra={"what": what})
-            raise last[0]
-
-    def should_stop(state: RetryCallState) -> bool:
-        return state.attempt_number >= max(1, policy.attempts) or bool(stop and stop.is_set())
-
-    retrying = Retrying(
-        retry=retry_if_exception_type(TransientError),
-        stop=should_stop,
-        wait=wait,
-        sleep=interruptible_sleep,
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-    return retrying(attempt)
+            if self.stop is None or not self.stop.is_set():
+                self.sleep_fn(seconds)
+            interrupted = self.stop is not None and self.stop.is_set()
+        if interrupted and self.last is not None:
+            log.info("stop requested: giving up %s", self.what, extra={"what": self.what})
+            raise self.last

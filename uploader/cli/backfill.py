@@ -18,11 +18,11 @@ from uploader.cli import EXIT_FAILED, EXIT_OK
 from uploader.cli.console import ConsoleEvents, stop_on_signals
 from uploader.detect import CompletionDetector, Verdict
 from uploader.errors import TransientError
-from uploader.logs import setup_logging
+from uploader.logs import quiet_progress_bars, setup_logging
 from uploader.pipeline import FINISHED, IMMEDIATE_REUPLOADS, Pipeline
 from uploader.service import check_output_dir, open_pipeline
 from uploader.settings import UploaderSettings
-from uploader.state import State, StateStore
+from uploader.state import DB_FILENAME, State, StateStore
 
 log = logging.getLogger("uploader.backfill")
 
@@ -33,6 +33,7 @@ SETTLE_MARGIN = 2.0
 
 def run(settings: UploaderSettings) -> int:
     setup_logging(settings.log_level, settings.log_format)
+    quiet_progress_bars()
     if settings.dry_run:
         return _plan(settings)
     stop = threading.Event()
@@ -88,7 +89,8 @@ def _plan(settings: UploaderSettings) -> int:
     check_output_dir(settings, must_exist=True)
     detector = CompletionDetector(settings.output_dir, settings.settle_seconds)
     state_dir = settings.resolved_state_dir
-    store = StateStore.open(state_dir, readonly=True) if state_dir.is_dir() else None
+    store = (StateStore.open(state_dir, readonly=True)
+             if (state_dir / DB_FILENAME).exists() else None)
     try:
         for ref in list_folders(settings.output_dir):
             detection = detector.check(ref)

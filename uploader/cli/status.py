@@ -16,7 +16,7 @@ from uploader.cli.console import human_bytes
 from uploader.lock import lock_holder
 from uploader.pipeline import HEARTBEAT_KEY
 from uploader.settings import UploaderSettings
-from uploader.state import Record, State, StateStore
+from uploader.state import DB_FILENAME, Record, State, StateStore
 
 COLUMNS = ("step", "kind", "state", "repo_id", "url", "size", "eval_loss", "attempts",
            "last_error")
@@ -27,7 +27,7 @@ def run(settings: UploaderSettings) -> int:
     if settings.health:
         return _health(settings)
     records: list[Record] = []
-    if (state_dir / "state.db").exists() or state_dir.is_dir():
+    if (state_dir / DB_FILENAME).exists():
         store = StateStore.open(state_dir, readonly=True)
         try:
             records = store.all()
@@ -78,7 +78,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
 
 def _health(settings: UploaderSettings) -> int:
     state_dir = settings.resolved_state_dir
-    pid = lock_holder(state_dir) if state_dir.is_dir() else None
+    pid = lock_holder(state_dir) if (state_dir / DB_FILENAME).exists() else None
     if pid is None:
         print("unhealthy: no watcher holds the state dir", file=sys.stderr)
         return EXIT_FAILED

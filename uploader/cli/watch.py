@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from shared.layout import Kind
 from uploader.cli import EXIT_FAILED, EXIT_OK
 from uploader.cli.console import ConsoleEvents, stop_on_signals
-from uploader.logs import setup_logging
+from uploader.logs import quiet_progress_bars, setup_logging
 from uploader.pipeline import Pipeline, pending_work
 from uploader.service import open_pipeline, read_run
 from uploader.settings import UploaderSettings
@@ -32,6 +32,7 @@ TICK = 0.5
 
 def run(settings: UploaderSettings) -> int:
     setup_logging(settings.log_level, settings.log_format)
+    quiet_progress_bars()
     stop = threading.Event()
     stop_on_signals(stop)
     with ExitStack() as stack:
