@@ -14,7 +14,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv test lint demo bench clean
+.PHONY: help venv test lint demo bench docs clean
 
 help:
 	@echo "make demo   devhub + tiny trainer on CPU + uploader, then list the uploaded repos"
@@ -43,6 +43,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+docs: $(STAMP)
+	$(BIN)/python -m uploader.cli.docs --update README.md
+	$(BIN)/python -m tests.deploy.trainer_docs --update README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo-output

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from urllib.parse import parse_qs, unquote, urlencode
+from urllib.parse import parse_qs, unquote
 
-from .app import PLURAL_TO_TYPE, App, Request, find_repo, repo_key
+from .app import PLURAL_TO_TYPE, App, Request, find_repo, next_link, repo_key
 from .storage import Commit, Repo, TreeEntry
 from .trees import etag, list_tree, paths_info
 from .wire import FileBody, HubError, Response, json_response
@@ -14,12 +14,6 @@ from .wire import FileBody, HubError, Response, json_response
 TREE_PAGE = 1000
 COMMITS_PAGE = 50
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-def _next_link(req: Request, cursor_arg: str, next_cursor: int) -> dict[str, str]:
-    query = [(k, v) for k, vs in req.query.items() if k != cursor_arg for v in vs]
-    query.append((cursor_arg, str(next_cursor)))
-    return {"Link": f'<{req.base_url}{req.path}?{urlencode(query)}>; rel="next"'}
 
 
 def _repo_commit(
@@ -39,9 +33,9 @@ def tree(
         raise HubError(
             404, f"Entry not found: {base}", "EntryNotFound", {"X-Repo-Commit": commit.id}
         )
-    cursor = int(req.arg("cursor") or 0)
+    cursor = req.int_arg("cursor", 0)
     headers = (
-        _next_link(req, "cursor", cursor + TREE_PAGE) if cursor + TREE_PAGE < len(entries) else {}
+        next_link(req, "cursor", cursor + TREE_PAGE) if cursor + TREE_PAGE < len(entries) else {}
     )
     return json_response(entries[cursor : cursor + TREE_PAGE], headers=headers)
 
@@ -60,7 +54,7 @@ def post_paths_info(app: App, req: Request, plural: str, ns: str, name: str, rev
 def list_commits(app: App, req: Request, plural: str, ns: str, name: str, rev: str) -> Response:
     repo, head = _repo_commit(app, req, plural, ns, name, rev)
     history = list(app.storage.history(repo, head))
-    page = int(req.arg("p") or 0)
+    page = req.int_arg("p", 0)
     chunk = history[page * COMMITS_PAGE : (page + 1) * COMMITS_PAGE]
     items = [
         {
@@ -73,7 +67,7 @@ def list_commits(app: App, req: Request, plural: str, ns: str, name: str, rev: s
         for c in chunk
     ]
     more = (page + 1) * COMMITS_PAGE < len(history)
-    return json_response(items, headers=_next_link(req, "p", page + 1) if more else {})
+    return json_response(items, headers=next_link(req, "p", page + 1) if more else {})
 
 
 def resolve(

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
-from .app import PLURAL_TO_TYPE, App, Request, find_repo, repo_key, repo_url
+from .app import PLURAL_TO_TYPE, App, Request, find_repo, next_link, repo_key, repo_url
 from .auth import can_read, require_user, require_write
 from .storage import DEFAULT_BRANCH, Repo, RepoKey
 from .trees import sibling_json
@@ -36,7 +35,7 @@ def whoami(app: App, req: Request) -> Response:
                     "name": org,
                     "fullname": org,
                     "id": org,
-                    "roleInOrg": role,
+                    "roleInOrg": "write",
                     "isEnterprise": False,
                 }
                 for org in user.orgs
@@ -138,16 +137,12 @@ def list_repos(app: App, req: Request, plural: str) -> Response:
         and (author is None or repo.key.namespace == author)
         and search in repo.key.repo_id.lower()
     ]
-    page = min(int(req.arg("limit") or MAX_PAGE), MAX_PAGE)
-    cursor = int(req.arg("cursor") or 0)
+    page = max(1, min(req.int_arg("limit", MAX_PAGE), MAX_PAGE))
+    cursor = req.int_arg("cursor", 0)
     full = req.flag("full") or req.arg("expand") is not None
     items = [repo_json(app, r, None, full) for r in visible[cursor : cursor + page]]
-    headers = {}
-    if cursor + page < len(visible):
-        query = [(k, v) for k, vs in req.query.items() if k != "cursor" for v in vs]
-        query.append(("cursor", str(cursor + page)))
-        headers["Link"] = f'<{req.base_url}{req.path}?{urlencode(query)}>; rel="next"'
-    return json_response(items, headers=headers)
+    more = cursor + page < len(visible)
+    return json_response(items, headers=next_link(req, "cursor", cursor + page) if more else {})
 
 
 def list_refs(app: App, req: Request, plural: str, namespace: str, name: str) -> Response:

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlencode
 
 from .auth import Directory, User, can_read, require_write
 from .faults import FaultEngine
@@ -64,6 +64,14 @@ class Request:
         values = self.query.get(name)
         return values[0] if values else default
 
+    def int_arg(self, name: str, default: int) -> int:
+        value = self.arg(name)
+        if value is None or value == "":
+            return default
+        if not value.isdigit():
+            raise HubError(400, f"Query parameter {name} must be a non-negative integer")
+        return int(value)
+
     def flag(self, name: str) -> bool:
         return (self.arg(name) or "").lower() in ("1", "true", "yes")
 
@@ -84,3 +92,10 @@ def find_repo(app: App, req: Request, key: RepoKey, write: bool = False) -> Repo
 
 def repo_url(req: Request, key: RepoKey) -> str:
     return f"{req.base_url}/{REPO_TYPE_PREFIXES[key.repo_type]}{key.repo_id}"
+
+
+def next_link(req: Request, cursor_arg: str, next_cursor: int) -> dict[str, str]:
+    """A `Link: <...>; rel="next"` header for the next page, on the caller's own Host."""
+    query = [(k, v) for k, vs in req.query.items() if k != cursor_arg for v in vs]
+    query.append((cursor_arg, str(next_cursor)))
+    return {"Link": f'<{req.base_url}{req.path}?{urlencode(query)}>; rel="next"'}

@@ -85,32 +85,34 @@ def _is_hub_id(value: str) -> bool:
 class _Line:
     number: int
     indent: int
-    text: str
+    text: str  # without its comment; "" for a comment-only line
+    raw: str  # as written (continuation lines of quoted and block scalars need it)
 
 
 def parse_yaml(text: str) -> Any:
     """Parse a YAML document of the block style used in model cards."""
     lines = []
     for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
-        body = _strip_comment(raw).rstrip()
-        if not body.strip() or body.strip() in ("---", "..."):
+        if not raw.strip() or raw.strip() in ("---", "..."):
             continue
-        stripped = body.lstrip(" ")
+        stripped = raw.lstrip(" ")
         if stripped[:1] == "\t":
             raise YamlError(f"line {number}: tabs are not allowed for indentation")
-        lines.append(_Line(number, len(body) - len(stripped), stripped.strip()))
-    if not lines:
-        return None
+        indent = len(raw) - len(stripped)
+        lines.append(_Line(number, indent, _strip_comments(stripped).strip(), stripped.strip()))
     parser = _BlockParser(lines)
-    value = parser.block(lines[0].indent)
-    if parser.pos < len(lines):
-        raise YamlError(f"line {lines[parser.pos].number}: unexpected indentation")
+    first = parser.peek()
+    if first is None:
+        return None
+    value = parser.block(first.indent)
+    if (line := parser.peek()) is not None:
+        raise YamlError(f"line {line.number}: unexpected indentation")
     return value
 
 
 def _opens_quote(text: str, i: int) -> bool:
     """A quote starts a quoted scalar only at a token start, not inside a word (`it's`)."""
-    return text[i] in "'\"" and (i == 0 or text[i - 1] in " [{,:-?")
+    return text[i] in "'\"" and (i == 0 or text[i - 1] in " \n[{,:-?")
 
 
 def _scan(text: str) -> tuple[list[tuple[int, str, int]], bool]:
@@ -143,11 +145,29 @@ def _is_open(text: str) -> bool:
     return quote_open or (bool(chars) and chars[-1][2] > 0)
 
 
-def _strip_comment(raw: str) -> str:
-    for i, char, _ in _scan(raw)[0]:
-        if char == "#" and (i == 0 or raw[i - 1] in " \t"):
-            return raw[:i]
-    return raw
+def _strip_comments(text: str) -> str:
+    """Drop `# ...` up to each line end, except inside quoted scalars (which may span lines)."""
+    out: list[str] = []
+    quote: str | None = None
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if (quote == '"' and char == "\\") or (quote == "'" and text[i : i + 2] == "''"):
+                out.append(text[i : i + 2])
+                i += 2
+                continue
+            if char == quote:
+                quote = None
+        elif char == "#" and (i == 0 or text[i - 1] in " \t\n"):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        elif _opens_quote(text, i):
+            quote = char
+        out.append(char)
+        i += 1
+    return "".join(out)
 
 
 def _split_key(text: str) -> tuple[str, str] | None:
@@ -167,6 +187,9 @@ class _BlockParser:
         self.pos = 0
 
     def peek(self) -> _Line | None:
+        """The next line with content (comment-only lines are skipped)."""
+        while self.pos < len(self.lines) and not self.lines[self.pos].text:
+            self.pos += 1
         return self.lines[self.pos] if self.pos < len(self.lines) else None
 
     def block(self, indent: int) -> Any:
@@ -192,8 +215,9 @@ class _BlockParser:
                 items.append(self.nested(indent))
                 continue
             # "- key: value" opens a mapping whose keys sit where `rest` starts.
-            column = indent + (len(line.text) - len(rest))
-            self.lines[self.pos] = _Line(line.number, column, rest)
+            raw_rest = line.raw[1:].lstrip()
+            column = indent + (len(line.raw) - len(raw_rest))
+            self.lines[self.pos] = _Line(line.number, column, rest, raw_rest)
             items.append(self.block(column))
         return items
 
@@ -228,10 +252,14 @@ class _BlockParser:
     def scalar_lines(self, raw: str, indent: int) -> Any:
         """A scalar or flow value, with the more-indented lines that continue it."""
         if raw[:1] in "'\"[{":
-            while _is_open(raw) and (line := self.peek()) and line.indent > indent:
-                raw = f"{raw} {line.text}"
+            parts = [raw]
+            while _is_open(_strip_comments("\n".join(parts))) and self.pos < len(self.lines):
+                line = self.lines[self.pos]
+                if line.indent <= indent:
+                    break
+                parts.append(line.raw)
                 self.pos += 1
-            return _scalar(raw)
+            return _scalar(_strip_comments("\n".join(parts)).replace("\n", " "))
         extra = []  # plain scalars fold their continuation lines with spaces
         while (line := self.peek()) and line.indent > indent and _split_key(line.text) is None:
             extra.append(line.text)
@@ -239,9 +267,9 @@ class _BlockParser:
         return " ".join([raw, *extra]) if extra else _scalar(raw)
 
     def block_scalar(self, indent: int, folded: bool) -> str:
-        parts = []
-        while (line := self.peek()) and line.indent > indent:
-            parts.append(line.text)
+        parts = []  # a block scalar's lines are content, `#` included
+        while self.pos < len(self.lines) and self.lines[self.pos].indent > indent:
+            parts.append(self.lines[self.pos].raw)
             self.pos += 1
         return (" " if folded else "\n").join(parts) + "\n"
 

@@ -52,7 +52,8 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None 
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Libraries' chatter stays at WARNING unless asked for.
-    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3", "watchdog", "filelock"):
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "urllib3", "watchdog", "filelock",
+                   "wandb"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

@@ -68,6 +68,7 @@ class UploadResult:
     seconds: float
     bytes: int
     adopted: bool
+    files: tuple[ManifestFile, ...] = ()  # what the manifest lists: path, size, sha256
 
 
 class Events(Protocol):
@@ -84,6 +85,27 @@ class NoEvents:
 
     def failed(self, record: Record, error: UploaderError) -> None:
         pass
+
+
+class FanoutEvents:
+    """Several listeners; one that raises is logged and never stops the others or the upload."""
+
+    def __init__(self, *targets: Events) -> None:
+        self.targets = targets
+
+    def verified(self, result: UploadResult) -> None:
+        for target in self.targets:
+            try:
+                target.verified(result)
+            except Exception:
+                log.exception("event listener failed", extra={"listener": type(target).__name__})
+
+    def failed(self, record: Record, error: UploaderError) -> None:
+        for target in self.targets:
+            try:
+                target.failed(record, error)
+            except Exception:
+                log.exception("event listener failed", extra={"listener": type(target).__name__})
 
 
 class Pipeline:
@@ -233,7 +255,9 @@ class Pipeline:
         log.info("checkpoint verified", extra={
             "step": record.step, "repo_id": record.repo_id, "url": record.url, "bytes": size,
             "seconds": round(seconds, 3), "adopted": adopted, "commit": sha})
-        self.events.verified(UploadResult(record, seconds, size, adopted))
+        self.events.verified(UploadResult(record, seconds, size, adopted, files=tuple(
+            ManifestFile(f.path_in_repo, f.digest.size, f.digest.sha256,
+                         generated=f.data is not None) for f in files)))
         return record
 
     def _staged_copy(self, record: Record) -> StagedFolder | None:

@@ -121,8 +121,14 @@ class Watcher:
     def start(self) -> None:
         self.config.output_dir.mkdir(parents=True, exist_ok=True)
         self._observer = self._make_observer()
-        self._observer.schedule(FolderEvents(self.config.output_dir, self.wakeups),
-                                str(self.config.output_dir), recursive=True)
+        handler = FolderEvents(self.config.output_dir, self.wakeups)
+        # Not recursive: new folders show up in the output dir and markers in `.complete/`;
+        # a folder still being written is re-judged every RECHECK_INTERVAL anyway. Watching the
+        # whole tree would also watch our own staging and W&B files, one inotify watch each.
+        markers = self.config.output_dir / MARKERS_DIRNAME
+        markers.mkdir(exist_ok=True)
+        for directory in (self.config.output_dir, markers):
+            self._observer.schedule(handler, str(directory), recursive=False)
         logging.getLogger("watchdog").addHandler(self._alarm)
         self._observer.start()
         for name, target in (("detect", self._detect_loop), ("upload", self._upload_loop)):

@@ -295,3 +295,31 @@ def test_concurrent_commits_serialize(alice: HfApi, repo_id: str) -> None:
         f"f{i}.txt" for i in range(8)
     }
     assert len(alice.list_repo_commits(repo_id)) == 9
+
+
+def test_commit_history_paginates(hub: DevHub, alice: HfApi, repo_id: str) -> None:
+    alice.create_repo(repo_id)
+    for i in range(55):
+        _raw_commit(
+            hub,
+            USERS["alice"],
+            repo_id,
+            [
+                {"key": "header", "value": {"summary": f"c{i}"}},
+                {
+                    "key": "file",
+                    "value": {
+                        "path": "n.txt",
+                        "content": base64.b64encode(b"%d" % i).decode(),
+                        "encoding": "base64",
+                    },
+                },
+            ],
+        ).raise_for_status()
+    first_page = httpx.get(
+        f"{hub.url}/api/models/{repo_id}/commits/main",
+        headers={"authorization": f"Bearer {USERS['alice']}"},
+    )
+    assert "next" in first_page.links
+    titles = [c.title for c in alice.list_repo_commits(repo_id)]
+    assert titles == [f"c{i}" for i in reversed(range(55))] + ["initial commit"]

@@ -116,6 +116,14 @@ nested: {a: 1, b: [true, null, 2.5]}
 description: >
   folded
   text
+# a comment line
+notes: |
+  keeps # this
+  and this
+wrapped: [one, # a comment inside a flow
+  two]
+quoted: 'spans
+  # two lines'
 empty:
 """
 

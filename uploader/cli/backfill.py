@@ -15,7 +15,7 @@ from contextlib import ExitStack
 
 from shared.layout import list_folders
 from uploader.cli import EXIT_FAILED, EXIT_OK
-from uploader.cli.console import ConsoleEvents, stop_on_signals
+from uploader.cli.console import attach_events, stop_on_signals
 from uploader.detect import CompletionDetector, Verdict
 from uploader.errors import TransientError
 from uploader.logs import quiet_progress_bars, setup_logging
@@ -41,10 +41,11 @@ def run(settings: UploaderSettings) -> int:
     with ExitStack() as stack:
         try:
             opened = open_pipeline(settings, stack, environ=os.environ, wait_for_hub=False,
-                                   stop=stop, events=ConsoleEvents())
+                                   stop=stop)
         except TransientError as exc:
             log.error("Hub endpoint unreachable", extra={"error": exc.one_line()})
             return EXIT_FAILED
+        attach_events(opened, settings, stack)
         incomplete = _settle(opened.pipeline, settings, stop)
         _upload_all(opened.pipeline, stop)
         return _verdict(opened.pipeline, incomplete)

@@ -7,11 +7,16 @@ import sys
 import threading
 from typing import TextIO
 
+from contextlib import ExitStack
+
 from uploader.errors import UploaderError
-from uploader.pipeline import UploadResult
+from uploader.pipeline import FanoutEvents, UploadResult, pending_work
+from uploader.service import Opened
+from uploader.settings import UploaderSettings
 from uploader.state import Record
 
 RULE = "=" * 80
+TRACKING_CLOSE_TIMEOUT = 10.0
 
 
 def human_bytes(size: float) -> str:
@@ -53,3 +58,18 @@ def stop_on_signals(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def attach_events(opened: Opened, settings: UploaderSettings, stack: ExitStack):  # noqa: ANN201
+    """The upload block on stdout plus W&B (a no-op when W&B is off); returns the tracker."""
+    import os
+
+    from uploader.tracking import tracking_from_env
+
+    pipeline = opened.pipeline
+    tracker = tracking_from_env(os.environ, settings, opened.store,
+                                queue_depth=lambda: len(pending_work(pipeline.records())),
+                                records=pipeline.records)
+    stack.callback(tracker.close, TRACKING_CLOSE_TIMEOUT)  # LIFO: closes before the store
+    pipeline.events = FanoutEvents(ConsoleEvents(), tracker)
+    return tracker

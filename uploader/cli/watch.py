@@ -16,7 +16,7 @@ from contextlib import ExitStack
 
 from shared.layout import Kind
 from uploader.cli import EXIT_FAILED, EXIT_OK
-from uploader.cli.console import ConsoleEvents, stop_on_signals
+from uploader.cli.console import TRACKING_CLOSE_TIMEOUT, attach_events, stop_on_signals
 from uploader.logs import quiet_progress_bars, setup_logging
 from uploader.pipeline import Pipeline, pending_work
 from uploader.service import open_pipeline, read_run
@@ -36,10 +36,10 @@ def run(settings: UploaderSettings) -> int:
     stop = threading.Event()
     stop_on_signals(stop)
     with ExitStack() as stack:
-        opened = open_pipeline(settings, stack, environ=os.environ, wait_for_hub=True, stop=stop,
-                               events=ConsoleEvents())
+        opened = open_pipeline(settings, stack, environ=os.environ, wait_for_hub=True, stop=stop)
         if stop.is_set():
             return EXIT_OK
+        tracker = attach_events(opened, settings, stack)
         watcher = Watcher(opened.pipeline, WatchConfig(
             output_dir=settings.output_dir, poll=settings.poll,
             poll_interval=settings.poll_interval, scan_interval=settings.scan_interval,
@@ -51,6 +51,7 @@ def run(settings: UploaderSettings) -> int:
         if not watcher.join(settings.drain_grace):
             log.warning("upload in flight abandoned after the grace period; it is redone on "
                         "restart or by `backfill`", extra={"grace": settings.drain_grace})
+            tracker.close(TRACKING_CLOSE_TIMEOUT)  # os._exit skips the ExitStack
             logging.shutdown()
             os._exit(code)  # the abandoned HTTP call cannot be interrupted; state is recorded
         log.info("stopped", extra={"exit_code": code})

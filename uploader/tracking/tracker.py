@@ -111,8 +111,11 @@ _CLOSE = object()
 
 
 class WandbTracker:
-    """The uploader's W&B run. `records` (e.g. `Pipeline.records`) seeds the checkpoint table
-    with what earlier runs of the uploader verified; `queue_depth` counts records still waiting.
+    """The uploader's W&B run, fed by the pipeline's events.
+
+    `queue_depth` counts the records still waiting (called in the worker). `records` (e.g.
+    `Pipeline.records`) seeds the table and the `best` alias with what earlier uploader sessions
+    verified; without it both start from this session's events.
     """
 
     def __init__(self, config: TrackingConfig, meta: MetaStore,
