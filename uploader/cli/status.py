@@ -53,7 +53,8 @@ def rows_of(records: list[Record]) -> list[dict[str, Any]]:
         "step": r.step, "kind": str(r.kind), "state": str(r.state), "repo_id": r.repo_id,
         "url": r.url, "size": r.bytes, "eval_loss": r.eval_loss, "attempts": r.attempts,
         "last_error": r.last_error, "best": best is not None and r.id == best.id,
-        "folder": r.folder, "commit_sha": r.commit_sha,
+        "folder": r.folder, "commit_sha": r.commit_sha, "completed_at": r.completed_at,
+        "verified_at": r.verified_at,
     } for r in records]
 
 
