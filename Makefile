@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 
 export HF_HUB_DISABLE_XET := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
+export HF_HUB_DISABLE_UPDATE_CHECK := 1
 export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 export TOKENIZERS_PARALLELISM := false

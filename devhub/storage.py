@@ -161,6 +161,7 @@ class Storage:
         self.repos_dir = root / "repos"
         self.repos_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._creating: set[RepoKey] = set()
         self._repos: dict[RepoKey, Repo] = {}
         for meta in self.repos_dir.glob("*/*/*/repo.json"):
             repo = self._load_repo(meta)
@@ -192,15 +193,23 @@ class Storage:
 
     def create_repo(self, key: RepoKey, private: bool) -> Repo | None:
         """The new repo with its initial commit, or None when it already exists."""
+        # The repo is published only once its initial commit exists: a listing or a resolve of
+        # `main` racing with the creation must never see a repo without a head.
         with self._lock:
-            if key in self._repos:
+            if key in self._repos or key in self._creating:
                 return None
+            self._creating.add(key)
+        try:
             repo = Repo(key, private, now_iso(), {}, set(), self._folder(key))
-            self._repos[key] = repo
-        with repo.lock:
-            oid = self.objects.put_blob(DEFAULT_GITATTRIBUTES)
-            tree = {".gitattributes": TreeEntry(len(DEFAULT_GITATTRIBUTES), oid)}
-            self.add_commit(repo, DEFAULT_BRANCH, SYSTEM_AUTHOR, "initial commit", "", tree)
+            with repo.lock:
+                oid = self.objects.put_blob(DEFAULT_GITATTRIBUTES)
+                tree = {".gitattributes": TreeEntry(len(DEFAULT_GITATTRIBUTES), oid)}
+                self.add_commit(repo, DEFAULT_BRANCH, SYSTEM_AUTHOR, "initial commit", "", tree)
+            with self._lock:
+                self._repos[key] = repo
+        finally:
+            with self._lock:
+                self._creating.discard(key)
         return repo
 
     def delete_repo(self, key: RepoKey) -> None:

@@ -62,7 +62,7 @@ def demo_env(endpoint: str, work: Path) -> dict[str, str]:
                                                                       "TRAINER_", "HUB_"))}
     env.update({
         "HF_ENDPOINT": endpoint, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HOME": str(work / "hf-home"),
+        "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1", "HF_HOME": str(work / "hf-home"),
         "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(work),
         "WANDB_PROJECT": "llama3-medical-ner-demo", "TOKENIZERS_PARALLELISM": "false",
         "UPLOADER_TRANSFER": "lfs", "UPLOADER_SETTLE_SECONDS": "5", "PYTHONUNBUFFERED": "1",
@@ -90,7 +90,7 @@ def report(rows: list[dict], work: Path, out: Path) -> None:
     for row in rows:
         loss = f"{row['eval_loss']:.4f}" if row["eval_loss"] is not None else "-"
         mark = "*" if row["best"] else " "
-        print(f"{row['step']:>5}{mark} {row['kind']:<10} {str(row['state'] == 'verified'):<8} "
+        print(f"{row['step']:>5}{mark} {row['kind']:<10} {row['state'] == 'verified'!s:<8} "
               f"{loss:>9}  {row['repo_id']}\n{'':37}{row['url']}")
     print("* best by eval_loss")
     print()

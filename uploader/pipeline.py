@@ -135,6 +135,8 @@ class Pipeline:
         # A record is visible to the upload thread as soon as it is recorded, before its
         # snapshot exists: the upload side takes this lock to wait for staging to finish.
         self._stage_lock = threading.RLock()
+        self._claim_lock = threading.Lock()
+        self._in_flight: set[int] = set()
 
     # -- detection -----------------------------------------------------------------------
     def scan(self) -> dict[str, Detection]:
@@ -220,8 +222,21 @@ class Pipeline:
                                                           State.UPLOADED)
                 for r in self.store.all())
         if unfinished_checkpoints:
-            due = [r for r in due if r.kind is Kind.CHECKPOINT] or due
+            due = [r for r in due if r.kind is Kind.CHECKPOINT]
         return due
+
+    def claim(self) -> Record | None:
+        """The next due record no other upload thread is working on (see `release`)."""
+        with self._claim_lock:
+            for record in self.due():
+                if record.id not in self._in_flight:
+                    self._in_flight.add(record.id)
+                    return record
+        return None
+
+    def release(self, record: Record) -> None:
+        with self._claim_lock:
+            self._in_flight.discard(record.id)
 
     def upload(self, record: Record) -> Record:
         """One attempt at one record; every outcome is recorded before returning."""

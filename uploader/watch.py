@@ -39,6 +39,7 @@ class WatchConfig:
     poll_interval: float = 5.0
     scan_interval: float = 60.0
     settle_seconds: float = 30.0
+    concurrency: int = 1
 
 
 class Wakeups:
@@ -113,10 +114,15 @@ class Watcher:
         self.scanned_once = threading.Event()
         self.incomplete: set[str] = set()
         self.full_scans = 0
-        self.busy = False
+        self._busy = 0  # upload loops inside a pass
+        self._busy_lock = threading.Lock()
         self._observer: BaseObserver | None = None
         self._alarm = OverflowAlarm(self.wakeups)
         self._threads: list[threading.Thread] = []
+
+    @property
+    def busy(self) -> bool:
+        return self._busy > 0
 
     def start(self) -> None:
         self.config.output_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +137,9 @@ class Watcher:
             self._observer.schedule(handler, str(directory), recursive=False)
         logging.getLogger("watchdog").addHandler(self._alarm)
         self._observer.start()
-        for name, target in (("detect", self._detect_loop), ("upload", self._upload_loop)):
+        loops = [("detect", self._detect_loop)] + [
+            (f"upload-{i}", self._upload_loop) for i in range(self.config.concurrency)]
+        for name, target in loops:
             thread = threading.Thread(target=target, name=f"uploader-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -194,15 +202,21 @@ class Watcher:
         while not self.stop.is_set():
             self.work.wait(RECHECK_INTERVAL)
             self.work.clear()
-            self.busy = True
+            with self._busy_lock:
+                self._busy += 1
             try:
                 while not self.stop.is_set():
-                    due = self.pipeline.due()
-                    if not due:
+                    record = self.pipeline.claim()
+                    if record is None:
                         break
-                    self.pipeline.upload(due[0])
+                    try:
+                        self.pipeline.upload(record)
+                    finally:
+                        self.pipeline.release(record)
+                        self.work.set()  # the final adapter may be due now
             except Exception:
                 log.exception("upload pass failed; retrying at the next pass")
             finally:
-                self.busy = False
+                with self._busy_lock:
+                    self._busy -= 1
             self.last_loop = time.time()

@@ -28,6 +28,7 @@ def uploader_env(endpoint: str, token: str | None, **extra: str) -> dict[str, st
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("UPLOADER_", "HF_", "HUB_", "WANDB_"))}
     env |= {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_UPDATE_CHECK": "1",
             "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
     env |= FAST_SETTINGS
     if token is not None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from typing import TextIO
-
 from contextlib import ExitStack
+from typing import TextIO
 
 from uploader.errors import UploaderError
 from uploader.pipeline import FanoutEvents, UploadResult, pending_work
@@ -60,7 +59,7 @@ def stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def attach_events(opened: Opened, settings: UploaderSettings, stack: ExitStack):  # noqa: ANN201
+def attach_events(opened: Opened, settings: UploaderSettings, stack: ExitStack):
     """The upload block on stdout plus W&B (a no-op when W&B is off); returns the tracker."""
     import os
 

@@ -43,7 +43,7 @@ def run(settings: UploaderSettings) -> int:
         watcher = Watcher(opened.pipeline, WatchConfig(
             output_dir=settings.output_dir, poll=settings.poll,
             poll_interval=settings.poll_interval, scan_interval=settings.scan_interval,
-            settle_seconds=settings.settle_seconds), stop)
+            settle_seconds=settings.settle_seconds, concurrency=settings.concurrency), stop)
         watcher.start()
         log.info("watching", extra={"output_dir": str(settings.output_dir),
                                     "namespace": opened.namespace, "pid": os.getpid()})
