@@ -70,12 +70,16 @@ def settings_from(args: argparse.Namespace) -> UploaderSettings:
         raise ConfigError(describe(exc)) from None
 
 
+# Values read through a shared name (HF_ENDPOINT, ...) are reported under that name.
+_FIELD_OF_ENV = {env_name(f): f for f in UploaderSettings.model_fields}
+
+
 def describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors():
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         loc = error.get("loc") or ()
-        name = str(loc[0]) if loc else ""
+        name = _FIELD_OF_ENV.get(str(loc[0]), str(loc[0])) if loc else ""
         if name in UploaderSettings.model_fields:
             parts.append(f"invalid {flag_of(name)} / {env_name(name)}: {message}")
         else:
