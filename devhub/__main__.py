@@ -17,6 +17,7 @@ from pathlib import Path
 from .app import DEFAULT_CHUNK_SIZE, App, AppConfig
 from .auth import parse_org, parse_user
 from .damage import apply_damage
+from .ratelimit import RateLimiter, parse_rate_limit
 from .server import serve
 from .wire import HubError
 
@@ -39,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--admin-token", help="enables /_devhub/faults and /_devhub/log")
     parser.add_argument("--faults", type=Path, help="JSON list of fault rules (see devhub.faults)")
     parser.add_argument("--seed", type=int, default=0, help="seed for probabilistic faults")
+    parser.add_argument(
+        "--rate-limit",
+        metavar="KIND=N/SECONDS[,...]",
+        help="per-user fixed windows answered with 429, e.g. commits=4/6,repos=10/60 "
+        "(kinds: commits, repos; see devhub.ratelimit)",
+    )
     parser.add_argument(
         "--multipart-chunk-size",
         type=int,
@@ -73,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = _config(args)
+        limiter = RateLimiter(parse_rate_limit(args.rate_limit)) if args.rate_limit else None
     except ValueError as err:
         parser.error(str(err))
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -88,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, HubError) as err:
             print(f"Error: cannot load faults from {args.faults}: {err}", file=sys.stderr)
             return 2
-    server = serve(app, args.host, args.port)
+    server = serve(app, args.host, args.port, limiter)
     host, port = server.server_address[:2]
     print(f"devhub listening on http://{host}:{port}", flush=True)
     log.info("listening on %s:%s, data in %s", host, port, config.data_dir)
+    if limiter is not None:
+        log.info("rate limits: %s", args.rate_limit)
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -8,7 +8,7 @@ The admin endpoints themselves (`/_devhub/...`) are never faulted.
 
 Rule schema (JSON object; only `action` is required):
 
-    action          "status" | "reset" | "stall" | "delay" | "throttle" | "damage"
+    action          "status" | "reset" | "stall" | "delay" | "throttle" | "damage" | "ratelimit"
     method          HTTP method to match, or "*" (default)
     path            regex searched in the request path (query excluded); default: every path.
                     Anchor it (`^/api/whoami-v2$`) to match one endpoint exactly.
@@ -34,9 +34,14 @@ Rule schema (JSON object; only `action` is required):
              With `path`, it is applied when a matching request has been handled, before its
              answer goes out (so a matching commit request damages the commit it creates).
              Re-uploading the file through a new commit repairs it.
+  ratelimit: admit `limit` matching requests per fixed window of `window` seconds per user
+             (`devhub.ratelimit`); the next ones get 429 with `Retry-After` and
+             `RateLimit: "<resource>";r=0;t=<seconds left in the window>`. `resource` names the
+             limit (default "api"), `message` replaces the Hub-like text. A request it admits
+             goes on to the next rules; `times` bounds the 429s; `probability` is refused.
 
 Every rule is listed with `id`, `matches` (requests that matched) and `hits` (times it fired).
-A future rate-limit mode can be one more action with a per-user counter keyed on `user`.
+The `--rate-limit` flag is the same windows on commits and repo creations, without a rule.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from .ratelimit import FixedWindows, Quota
 
 class Action(enum.StrEnum):
     STATUS = "status"
@@ -56,6 +62,7 @@ class Action(enum.StrEnum):
     DELAY = "delay"
     THROTTLE = "throttle"
     DAMAGE = "damage"
+    RATELIMIT = "ratelimit"
 
 
 RESET_WHEN = ("before_response", "mid_body")
@@ -81,6 +88,9 @@ _FIELDS = {
     "file",
     "mode",
     "branch",
+    "limit",
+    "window",
+    "resource",
     "id",
     "hits",
     "matches",
@@ -109,11 +119,15 @@ class FaultRule:
     file: str | None = None
     mode: str = "drop"
     branch: str = "main"
+    limit: int | None = None
+    window: float | None = None
+    resource: str | None = None  # ratelimit: the RateLimit header's resource, "api" if unset
     id: int = 0
     hits: int = 0
     matches: int = 0
     _pattern: re.Pattern[str] | None = field(default=None, repr=False)
     _rng: random.Random = field(default_factory=random.Random, repr=False)
+    _windows: FixedWindows | None = field(default=None, repr=False)
 
     @classmethod
     def from_json(cls, raw: Any) -> FaultRule:
@@ -150,11 +164,31 @@ class FaultRule:
             raise ValueError("delay needs 'seconds'")
         if self.action is Action.THROTTLE and not self.bytes_per_second:
             raise ValueError("throttle needs 'bytes_per_second'")
+        if self.action is Action.RATELIMIT:
+            self._validate_ratelimit()
         if self.action is Action.DAMAGE:
             if not self.repo or not self.file:
                 raise ValueError("damage needs 'repo' and 'file'")
             if self.mode not in DAMAGE_MODES:
                 raise ValueError(f"damage 'mode' must be one of {DAMAGE_MODES}")
+
+    def _validate_ratelimit(self) -> None:
+        if self.limit is None or self.window is None:
+            raise ValueError("ratelimit needs 'limit' and 'window'")
+        if self.probability is not None:
+            raise ValueError("ratelimit decides by its window, not by 'probability'")
+        if self.resource is not None and not re.fullmatch(r"\w+", self.resource):
+            raise ValueError("ratelimit 'resource' must be a word (letters, digits, _)")
+        self._windows = FixedWindows(Quota(self.limit, self.window))
+
+    def admits(self, user: str | None) -> bool:
+        """For a ratelimit rule: True when this request fits in its user's window (counted)."""
+        assert self._windows is not None
+        return self._windows.admit(user or "") is None
+
+    def reset_in(self, user: str | None) -> float:
+        assert self._windows is not None
+        return self._windows.reset_in(user or "")
 
     @property
     def immediate(self) -> bool:
@@ -223,6 +257,8 @@ class FaultEngine:
                 if rule.spent or rule.immediate or not rule.matches_request(method, path, user):
                     continue
                 rule.matches += 1
+                if rule.action is Action.RATELIMIT and rule.admits(user):
+                    continue
                 if rule.probability is not None and rule._rng.random() >= rule.probability:
                     continue
                 rule.hits += 1

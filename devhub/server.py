@@ -19,6 +19,7 @@ from .app import App, Request
 from .auth import User
 from .damage import apply_damage
 from .faults import Action, FaultRule
+from .ratelimit import RateLimiter, Quota, too_many_requests
 from .reqlog import LogEntry
 from .router import dispatch, is_admin
 from .wire import (
@@ -42,8 +43,10 @@ class DevHubServer(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], app: App) -> None:
+    def __init__(self, address: tuple[str, int], app: App,
+                 limiter: RateLimiter | None = None) -> None:
         self.app = app
+        self.limiter = limiter  # the --rate-limit mode; None: no limits
         self._reset_lock = threading.Lock()
         self._reset: set[int] = set()
         super().__init__(address, DevHubHandler)
@@ -164,6 +167,9 @@ class DevHubHandler(BaseHTTPRequestHandler):
                     out_throttle = Throttle(rule.bytes_per_second, app.stop)
                 if auth_error is not None:
                     raise auth_error
+                if self.server.limiter is not None:
+                    self.server.limiter.check(req.method, req.path,
+                                              req.user.name if req.user else None)
                 response = dispatch(app, req)
                 if rule is not None and rule.action is Action.DAMAGE:
                     self._damage(app, rule)
@@ -192,6 +198,8 @@ class DevHubHandler(BaseHTTPRequestHandler):
                 headers["RateLimit-Policy"] = '"fixed window";"api";q=1000;w=300'
             message = rule.message or f"devhub fault {rule.id}: status {rule.status}"
             return error_response(HubError(rule.status, message, headers=headers))
+        if rule.action is Action.RATELIMIT:
+            return self._rate_limited(req, rule)
         if rule.action is Action.RESET:
             if rule.when == "mid_body":
                 self._read_some(req.body, rule.after_bytes)
@@ -202,6 +210,16 @@ class DevHubHandler(BaseHTTPRequestHandler):
             req.body.drain()
             raise StallConnection(rule.seconds)
         return None  # throttle and damage act around the normal handling
+
+    @staticmethod
+    def _rate_limited(req: Request, rule: FaultRule) -> Response:
+        assert rule.limit is not None and rule.window is not None
+        err = too_many_requests(rule.resource or "api", f"requests matching fault {rule.id}",
+                                Quota(rule.limit, rule.window),
+                                rule.reset_in(req.user.name if req.user else None))
+        if rule.message:
+            err.message = rule.message
+        return error_response(err)
 
     @staticmethod
     def _read_some(body: BodyReader, after_bytes: int | None) -> None:
@@ -259,9 +277,9 @@ class DevHubHandler(BaseHTTPRequestHandler):
         return len(data)
 
 
-def serve(app: App, host: str, port: int) -> DevHubServer:
+def serve(app: App, host: str, port: int, limiter: RateLimiter | None = None) -> DevHubServer:
     """Bind (port 0 picks a free port) and serve in a background thread."""
-    server = DevHubServer((host, port), app)
+    server = DevHubServer((host, port), app, limiter)
     thread = threading.Thread(target=server.serve_forever, name="devhub-serve", daemon=True)
     thread.start()
     return server

@@ -67,6 +67,7 @@ class DevHub:
         seed: seed of the probabilistic faults.
         port: 0 picks a free port; `restart()` then tries to keep the one it got.
         multipart_chunk_size: LFS objects above it are uploaded multipart (devhub's default if None).
+        rate_limit: the `--rate-limit` spec, e.g. "commits=4/6,repos=4/6" (`devhub.ratelimit`).
         startup_timeout: seconds to wait for the start-up line.
     """
 
@@ -83,6 +84,7 @@ class DevHub:
         host: str = "127.0.0.1",
         port: int = 0,
         multipart_chunk_size: int | None = None,
+        rate_limit: str | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
         self.data_dir = Path(data_dir)
@@ -95,6 +97,7 @@ class DevHub:
         self.host = host
         self.port = port
         self.multipart_chunk_size = multipart_chunk_size
+        self.rate_limit = rate_limit
         self.startup_timeout = startup_timeout
         self._url: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -122,6 +125,8 @@ class DevHub:
         ]
         if self.multipart_chunk_size is not None:
             cmd += ["--multipart-chunk-size", str(self.multipart_chunk_size)]
+        if self.rate_limit is not None:
+            cmd += ["--rate-limit", self.rate_limit]
         if self.initial_faults is not None:
             path = self.data_dir / "faults-at-start.json"
             path.write_text(json.dumps(self.initial_faults))

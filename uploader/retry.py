@@ -4,9 +4,13 @@
 (`uploader.errors`): connection errors, timeouts, 408, 429 and 5xx are `TransientError`
 (429 as `RateLimitedError`), 401/403 are `AuthError`, every other 4xx and every local
 validation error is `PermanentError`. `call_with_retry` retries `TransientError` only, with
-exponential backoff and jitter (or exactly the wait a 429 announced), a bounded number of times
-per call, and can be interrupted by a `threading.Event` so shutdown never waits out a long
-rate-limit pause.
+exponential backoff and jitter, a bounded number of times per call, and can be interrupted by a
+`threading.Event` so shutdown never waits out a long rate-limit pause.
+
+A rate limit is neither a failure nor a reason to give up: a 429 that announces a wait within
+`max_rate_limit_wait` is waited out exactly, logged with the time the call resumes, and does not
+use up an attempt, however often it comes. Only a 429 without a wait, or with a longer one
+(then waited for `max_rate_limit_wait`), counts as an attempt like any transient error.
 
 Messages are one line and scrubbed of secrets: the configured token (`register_secret`) and
 anything shaped like a Hub token never reach a log line or an exception.
@@ -21,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -144,6 +149,12 @@ class RetryPolicy:
             return min(error.wait_seconds, self.max_rate_limit_wait)
         return self.backoff(attempt)
 
+    def honours(self, error: UploaderError) -> bool:
+        """True for a 429 whose announced wait is within the cap: waited out without using up
+        an attempt (the Hub said when it will accept the call; retrying then is no failure)."""
+        return (isinstance(error, RateLimitedError)
+                and 0 < error.wait_seconds <= self.max_rate_limit_wait)
+
 
 # ---------------------------------------------------------------------------------- classify
 
@@ -262,6 +273,12 @@ def _host_of(response: object) -> str:
 # ----------------------------------------------------------------------------------- retrying
 
 
+def resume_time(wait_seconds: float) -> str:
+    """Wall-clock UTC time, ISO 8601 to the second, at which a wait starting now ends."""
+    at = datetime.now(UTC) + timedelta(seconds=wait_seconds)
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def call_with_retry(
     policy: RetryPolicy,
     what: str,
@@ -271,7 +288,8 @@ def call_with_retry(
     sleep: Callable[[float], None] = time.sleep,
     stop: threading.Event | None = None,
 ) -> T:
-    """Run `fn`, retrying `TransientError`s up to `policy.attempts` times in all.
+    """Run `fn`, retrying `TransientError`s up to `policy.attempts` times in all; 429s with an
+    announced wait within the cap are waited out on top of that (`RetryPolicy.honours`).
 
     Raises the last classified error when the attempts are spent, at once for a permanent
     error, and as soon as `stop` is set (before an attempt or during a wait).
@@ -299,6 +317,7 @@ class _Run:
     sleep_fn: Callable[[float], None]
     stop: threading.Event | None
     last: UploaderError | None = None
+    honoured: int = 0  # rate limits waited out: tries that did not use up an attempt
 
     def attempt(self, fn: Callable[[], T]) -> T:
         try:
@@ -306,13 +325,16 @@ class _Run:
         except Exception as exc:
             error = classify(exc, self.what)
             self.last = error
+            if self.policy.honours(error):
+                self.honoured += 1
             if error is exc:
                 raise
             raise error from None  # the original may carry request details; ours is scrubbed
 
     def should_stop(self, state: RetryCallState) -> bool:
         stopping = self.stop is not None and self.stop.is_set()
-        return stopping or state.attempt_number >= max(1, self.policy.attempts)
+        counted = state.attempt_number - self.honoured
+        return stopping or counted >= max(1, self.policy.attempts)
 
     def wait(self, state: RetryCallState) -> float:
         assert self.last is not None
@@ -321,14 +343,28 @@ class _Run:
     def before_sleep(self, state: RetryCallState) -> None:
         error, seconds, attempt = self.last, state.upcoming_sleep, state.attempt_number
         assert error is not None
-        log.warning(
-            "retrying %s in %.1fs after attempt %d/%d: %s", self.what, seconds, attempt,
-            self.policy.attempts, error.message,
-            extra={"what": self.what, "attempt": attempt, "wait_s": seconds,
-                   "error_class": type(error).__name__},
-        )
+        if isinstance(error, RateLimitedError):
+            self._log_rate_limit(error, seconds)
+        else:
+            log.warning(
+                "retrying %s in %.1fs after attempt %d/%d: %s", self.what, seconds, attempt,
+                self.policy.attempts, error.message,
+                extra={"what": self.what, "attempt": attempt, "wait_s": seconds,
+                       "error_class": type(error).__name__},
+            )
         if self.on_retry is not None:
             self.on_retry(error, attempt, seconds)
+
+    def _log_rate_limit(self, error: RateLimitedError, seconds: float) -> None:
+        """The line operators look for: when the call resumes, and whether it cost an attempt."""
+        resume_at = resume_time(seconds)
+        log.warning(
+            "%s rate-limited by the Hub: waiting %.0fs, resuming at %s", self.what, seconds,
+            resume_at,
+            extra={"what": self.what, "wait_s": seconds, "announced_s": error.wait_seconds,
+                   "resume_at": resume_at, "counts_as_attempt": not self.policy.honours(error),
+                   "error_class": type(error).__name__, "error": error.message},
+        )
 
     def sleep(self, seconds: float) -> None:
         """Wait, but give up at once (raising the last error) when `stop` is set."""

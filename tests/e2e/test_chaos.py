@@ -1,0 +1,24 @@
+"""The CI-sized fault campaign: bench/chaos.py with a fixed seed, fewer kills, a shorter run."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.chaos import run_campaign
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+CI_SEED = 7
+
+
+def test_fixed_seed_campaign_loses_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    report = run_campaign(CI_SEED, kills=6, max_steps=200, work=tmp_path)
+    print(report.table())
+    assert report.expected == 10  # 4 checkpoints + final, in each of the two phases
+    assert report.duplicates == 0
+    assert report.lost == 0
+    assert report.premature == 0
+    assert report.trainer_errors == 0
+    assert report.identical == report.expected
+    assert report.restarts == 6 and report.devhub_restarts == 2
+    assert sum(report.faults.values()) > 0
