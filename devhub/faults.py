@@ -55,6 +55,7 @@ from typing import Any
 
 from .ratelimit import FixedWindows, Quota
 
+
 class Action(enum.StrEnum):
     STATUS = "status"
     RESET = "reset"

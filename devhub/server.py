@@ -19,7 +19,7 @@ from .app import App, Request
 from .auth import User
 from .damage import apply_damage
 from .faults import Action, FaultRule
-from .ratelimit import RateLimiter, Quota, too_many_requests
+from .ratelimit import Quota, RateLimiter, too_many_requests
 from .reqlog import LogEntry
 from .router import dispatch, is_admin
 from .wire import (

@@ -10,6 +10,10 @@ Two settings of huggingface_hub are process-global, and `HubClient` sets both:
   (the client sets none: a stalled server would hang an upload forever);
 - `constants.HF_HUB_DISABLE_XET`, read at call time, to choose Xet or plain LFS transfers.
 One process should therefore hold one configuration; the last `HubClient` built wins.
+
+Writes that the Hub rate-limits per account (repo creation, the commit POST) first take a slot
+from the optional `Pacer` (`uploader.pacing`), on every attempt. Rate limits the Hub answered are
+counted in `rate_limits` (429s waited out or surfaced).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from huggingface_hub.utils._http import hf_request_event_hook
 
 from shared.hashing import FileDigest
 from shared.manifest import MANIFEST_FILENAME, Manifest
-from uploader.errors import AuthError, ConfigError, StagingError, UploaderError
+from uploader.errors import AuthError, ConfigError, RateLimitedError, StagingError, UploaderError
+from uploader.pacing import Operation, Pacer
 from uploader.retry import (
     NAMESPACE_HINT,
     READ_ONLY_HINT,
@@ -155,14 +160,19 @@ class HubClient:
         *,
         sleep: Callable[[float], None] = time.sleep,
         on_retry: Callable[[UploaderError, int, float], None] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
-        """`stop` interrupts retry waits (shutdown); `sleep` and `on_retry` are passed to
-        `call_with_retry` (tests inject `sleep`; the pipeline may count retries)."""
+        """`stop` interrupts retry and pacing waits (shutdown); `sleep` and `on_retry` are
+        passed to `call_with_retry` (tests inject `sleep`; the pipeline may count retries);
+        `pacer` spaces repo creations and commits (None: no client-side cap)."""
         self.config = config
         self.policy = policy
         self.stop = stop
         self._sleep = sleep
         self._on_retry = on_retry
+        self.pacer = pacer
+        self.rate_limits = 0  # 429s answered by the Hub, across all calls
+        self._count_lock = threading.Lock()
         self.endpoint = config.endpoint.rstrip("/")
         self._api = HfApi(endpoint=self.endpoint, library_name=LIBRARY_NAME)
         self._identity: Identity | None = None
@@ -190,8 +200,26 @@ class HubClient:
         constants.HF_HUB_DISABLE_XET = not self.config.use_xet
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
-        return call_with_retry(self.policy, what, fn, stop=self.stop, sleep=self._sleep,
-                               on_retry=self._on_retry)
+        try:
+            return call_with_retry(self.policy, what, fn, stop=self.stop, sleep=self._sleep,
+                                   on_retry=self._retried)
+        except RateLimitedError:
+            self._count_rate_limit()  # the one that surfaced was never waited out
+            raise
+
+    def _retried(self, error: UploaderError, attempt: int, wait: float) -> None:
+        if isinstance(error, RateLimitedError):
+            self._count_rate_limit()
+        if self._on_retry is not None:
+            self._on_retry(error, attempt, wait)
+
+    def _count_rate_limit(self) -> None:
+        with self._count_lock:
+            self.rate_limits += 1
+
+    def _pace(self, operation: Operation, what: str) -> None:
+        if self.pacer is not None:
+            self.pacer.acquire(operation, self.stop, what)
 
     def repo_url(self, repo_id: str) -> str:
         return f"{self.endpoint}/{repo_id}"
@@ -224,8 +252,14 @@ class HubClient:
     # -- repos ----------------------------------------------------------------------------
 
     def ensure_repo(self, repo_id: str) -> None:
-        self._retry(f"create repo {repo_id}", lambda: self._api.create_repo(
-            repo_id, private=self.config.private, exist_ok=True, token=self._token()))
+        what = f"create repo {repo_id}"
+
+        def attempt() -> None:
+            self._pace(Operation.CREATE_REPO, what)
+            self._api.create_repo(repo_id, private=self.config.private, exist_ok=True,
+                                  token=self._token())
+
+        self._retry(what, attempt)
 
     def repo_exists(self, repo_id: str) -> bool:
         return self._retry(f"check repo {repo_id}",
@@ -300,15 +334,18 @@ class HubClient:
         When everything is already there the client posts no commit and answers the current
         head, which is also what a retry after a lost commit answer sees.
         """
+        what = f"commit {len(files)} files to {repo_id}"
+
         def attempt() -> str:
             self._apply_transfer_setting()
             # Fresh operations each attempt: huggingface_hub mutates them while committing.
             operations = [_operation(f) for f in files]
+            self._pace(Operation.COMMIT, what)
             info = self._api.create_commit(repo_id, operations, commit_message=message,
                                            token=self._token())
             return str(info.oid)
 
-        sha = self._retry(f"commit {len(files)} files to {repo_id}", attempt)
+        sha = self._retry(what, attempt)
         log.info("committed %s to %s", sha[:12], repo_id,
                  extra={"repo_id": repo_id, "commit": sha, "files": len(files)})
         return sha

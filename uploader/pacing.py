@@ -115,7 +115,8 @@ class Pacer:
                 slots.append(now)
                 self._save()
                 return None
-            return max(slots[0] + limit.window - now, 0.0)
+            # Bounded by the window: a wall clock set back must not stretch the wait.
+            return min(max(slots[0] + limit.window - now, 0.0), limit.window)
 
     def _log_wait(self, operation: Operation, limit: PaceLimit, wait: float, what: str) -> None:
         self.waits += 1

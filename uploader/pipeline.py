@@ -3,7 +3,11 @@
     observe(folder)   detect complete -> record `pending` -> stage (hard links, at once)
     upload(record)    staged copy intact? -> hash each byte once -> model card + manifest
                       -> adopt the repo if it already holds these files, else create + commit
-                      -> verify the remote tree at that commit -> `verified` -> drop staging
+                      -> verify the remote tree at that commit -> keep the digests it was
+                      verified against -> `verified` -> drop staging
+    recheck(record)   later (`verify`, or before pruning): the same comparison again
+    reopen(record)    a damaged remote copy: back to `pending` when the local folder still
+                      holds that version, else `failed` and loud
 
 Every transition is written to the state before the next action ("record, then act"), and the
 repo id is recomputed from the checkpoint itself, so a `kill -9` anywhere repeats at most the
@@ -12,6 +16,7 @@ step in flight and never creates a second repo. `watch` and `backfill` both driv
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -19,9 +24,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
-from shared.hashing import digest_bytes, digest_file
+from shared.hashing import FileDigest, digest_bytes, digest_file
 from shared.layout import FolderRef, Kind, list_folders
 from shared.manifest import MANIFEST_FILENAME, Manifest, ManifestFile, read_metrics
 from shared.naming import RepoNameError, make_repo_name
@@ -47,6 +52,9 @@ MODEL_CARD = "README.md"
 # for the next round like any other failure (a server that damages every copy must not spin us).
 IMMEDIATE_REUPLOADS = 3
 HEARTBEAT_KEY = "watcher_heartbeat"
+# Meta key prefix (+ version key): the digests of every file a version was verified against, so a
+# later check compares the Hub with what we hashed, not with what the Hub now says it holds.
+EXPECTED_KEY = "expected_files:"
 FINISHED = frozenset({State.VERIFIED, State.PRUNED, State.SUPERSEDED, State.DELETED})
 
 
@@ -69,6 +77,14 @@ class UploadResult:
     bytes: int
     adopted: bool
     files: tuple[ManifestFile, ...] = ()  # what the manifest lists: path, size, sha256
+
+
+@dataclass(frozen=True)
+class ExpectedFile:
+    """One file a verified commit must hold (the `LocalFile` fields `compare` reads)."""
+
+    path_in_repo: str
+    digest: FileDigest
 
 
 class Events(Protocol):
@@ -137,6 +153,9 @@ class Pipeline:
         self._stage_lock = threading.RLock()
         self._claim_lock = threading.Lock()
         self._in_flight: set[int] = set()
+        # Completed folders admitted so far: a new one means the trainer just finished a save
+        # (and its rotation), the moment the watcher lets the pruner run.
+        self.admissions = 0
 
     # -- detection -----------------------------------------------------------------------
     def scan(self) -> dict[str, Detection]:
@@ -159,9 +178,15 @@ class Pipeline:
                                                      "reason": detection.reason})
         return detection
 
+    def judge(self, ref: FolderRef) -> Detection:
+        """The detector's verdict on a folder, admitting nothing (for the pruner)."""
+        with self._detect_lock:
+            return self.detector.check(ref)
+
     def _admit(self, version: FolderVersion) -> None:
         folder = version.ref.path(self.config.output_dir)
         metrics = read_metrics(folder)
+        self.admissions += 1
         if version.origin_repo:
             # Restored from the Hub: that repo already holds exactly these bytes.
             self._record(version, version.origin_repo, metrics, State.VERIFIED)
@@ -262,6 +287,7 @@ class Pipeline:
             return self._failed(record, TransientError(f"reading {record.folder}: {exc}"))
         seconds = self.clock() - started
         size = sum(f.digest.size for f in files)
+        self._remember(record, files)
         record = self._update(record, state=State.VERIFIED, verified_at=self.clock(),
                               upload_seconds=seconds, bytes=size, last_error=None,
                               error_class=None, next_attempt_at=None)
@@ -284,11 +310,7 @@ class Pipeline:
         if staged is not None:
             return staged
         # Staging failed earlier (or was lost): snapshot now if the folder is still this version.
-        ref = FolderRef(record.kind, record.folder, record.step if record.kind is Kind.CHECKPOINT
-                        else None)
-        with self._detect_lock:
-            detection = self.detector.check(ref)
-        version = detection.version
+        version = self.judge(ref_of(record)).version
         if version is None or version.version_key != record.version_key:
             return None
         return self._stage(record, version)
@@ -363,15 +385,69 @@ class Pipeline:
         self.events.failed(record, error)
         return record
 
+    def update(self, record: Record, **fields: object) -> Record:
+        """Record a transition made outside the upload story (pruned, deleted)."""
+        return self._update(record, **fields)
+
     def _update(self, record: Record, **fields: object) -> Record:
         with self._store_lock:
             return self.store.update(record.id, **fields)
+
+    # -- re-verification -------------------------------------------------------------------
+    def _remember(self, record: Record, files: list[LocalFile]) -> None:
+        rows = [[f.path_in_repo, f.digest.size, f.digest.sha256, f.digest.git_sha1] for f in files]
+        with self._store_lock:
+            self.store.meta_set(EXPECTED_KEY + record.version_key, json.dumps(rows))
+
+    def expected_files(self, record: Record) -> list[ExpectedFile] | None:
+        """What `record`'s commit was verified to hold; None when not kept (restored from the
+        Hub, or verified by an older uploader)."""
+        with self._store_lock:
+            raw = self.store.meta_get(EXPECTED_KEY + record.version_key)
+        if raw is None:
+            return None
+        return [ExpectedFile(str(p), FileDigest(int(n), str(sha), str(sha1)))
+                for p, n, sha, sha1 in json.loads(raw)]
+
+    def recheck(self, record: Record, expected: list[ExpectedFile]) -> str | None:
+        """What is wrong with a verified copy at its commit (paths-info sizes and hashes against
+        `expected_files`), None when intact. A repo or commit that is gone is a problem too;
+        transient and auth errors propagate: they say nothing about the copy."""
+        try:
+            # `compare` reads only `path_in_repo` and `digest`, which ExpectedFile has.
+            verify_commit(self.hub, record.repo_id, record.commit_sha or "main",
+                          cast("list[LocalFile]", expected))
+        except VerificationError as exc:
+            return exc.message
+        except PermanentError as exc:
+            if isinstance(exc, AuthError):
+                raise
+            return exc.message
+        return None
+
+    def reopen(self, record: Record, problem: str) -> Record:
+        """A verified copy turned out damaged: upload it again from the local folder when that
+        still holds this version (`pending`), else say so loudly (`failed`, permanent)."""
+        version = self.judge(ref_of(record)).version
+        if version is not None and version.version_key == record.version_key:
+            log.error("remote copy damaged; uploading it again from the local folder", extra={
+                "folder": record.folder, "repo_id": record.repo_id, "error": problem})
+            return self._update(record, state=State.PENDING, attempts=0, permanent=False,
+                                next_attempt_at=None, last_error=problem,
+                                error_class=VerificationError.__name__)
+        log.error("remote copy damaged and the local folder no longer holds this version: "
+                  "nothing to upload it again from", extra={
+                      "folder": record.folder, "repo_id": record.repo_id, "error": problem})
+        return self._update(record, state=State.FAILED, permanent=True, next_attempt_at=None,
+                            last_error=f"remote copy damaged, local copy gone: {problem}",
+                            error_class=VerificationError.__name__)
+
+
+def ref_of(record: Record) -> FolderRef:
+    return FolderRef(record.kind, record.folder,
+                     record.step if record.kind is Kind.CHECKPOINT else None)
 
 
 def pending_work(records: list[Record]) -> list[Record]:
     """Records that still need an upload attempt (permanent failures need a human)."""
     return [r for r in records if r.state not in FINISHED and not r.permanent]
-
-
-def folders_present(output_dir: Path) -> list[FolderRef]:
-    return list_folders(output_dir)

@@ -1,7 +1,7 @@
 """Assembly: turn checked settings into a running pipeline, with the start-up checks in order.
 
-    settings -> output dir -> token -> state dir (local fs) + lock -> Hub reachable? -> whoami
-             -> namespace writable -> run info -> Pipeline
+    settings -> rank 0? -> output dir -> token -> state dir (local fs) + lock -> Hub reachable?
+             -> whoami -> namespace writable -> run info -> Pipeline
 
 Every check the user can fix raises `ConfigError` (exit 2, one line) before anything is watched.
 An endpoint that is merely unreachable is not bad input: `watch` waits for it, `backfill` gives
@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shared.env import TokenError, read_token
 from shared.run_info import RunInfo, RunInfoError, read_run_info
@@ -23,6 +24,7 @@ from uploader.detect import CompletionDetector
 from uploader.errors import AuthError, ConfigError, TransientError
 from uploader.hub import HubClient, HubConfig, Identity
 from uploader.lock import StateLock
+from uploader.pacing import PACING_FILENAME, Pacer, pacer_from_limits
 from uploader.pipeline import FINISHED, Events, Pipeline, PipelineConfig
 from uploader.retry import RetryPolicy, call_with_retry
 from uploader.settings import Transfer, UploaderSettings
@@ -34,6 +36,40 @@ log = logging.getLogger(__name__)
 # Waiting for an endpoint that is not up yet (sidecars start before networks are ready).
 STARTUP_BACKOFF_INITIAL = 1.0
 STARTUP_BACKOFF_MAX = 30.0
+# The usual names of a process's rank: RANK is the world rank (torchrun, accelerate, DeepSpeed),
+# NODE_RANK the node's (torchrun's flag, Lightning). A sidecar sees only what its pod gives it.
+RANK_VARIABLES = ("RANK", "NODE_RANK")
+RANK_HINT = ("run one uploader per run, next to rank 0 (with a shared filesystem rank 0's marker "
+             "covers every rank's files); set UPLOADER_ANY_RANK=1 only if this variable does "
+             "not mean a training rank here")
+
+
+def check_rank(environ: Mapping[str, str], any_rank: bool = False) -> None:
+    """ConfigError when RANK/NODE_RANK say this is not rank 0 (unless `any_rank`).
+
+    Only world rank 0 writes a checkpoint's completion marker, after a barrier, so only next to
+    it is a checkpoint known to be complete; an uploader beside another rank would see that
+    rank's shard of a checkpoint (without a shared filesystem) and upload it as if whole.
+    """
+    if any_rank:
+        return
+    for name in RANK_VARIABLES:
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            rank = int(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not a rank (an integer)", RANK_HINT) from None
+        if rank != 0:
+            raise ConfigError(f"this uploader runs beside {name}={rank}, not rank 0: it would "
+                              "upload partial checkpoints", RANK_HINT)
+
+
+def _setting(settings: UploaderSettings, name: str, default: Any) -> Any:
+    # Settings added with the Kubernetes/rate-limit work; read defensively so this module works
+    # with the settings model before and after those fields exist.
+    return getattr(settings, name, default)
 
 
 def check_output_dir(settings: UploaderSettings, must_exist: bool) -> Path:
@@ -64,12 +100,19 @@ def token_provider(environ: Mapping[str, str]) -> Callable[[], str]:
 
 
 def make_hub(settings: UploaderSettings, tokens: Callable[[], str],
-             stop: threading.Event | None = None) -> HubClient:
+             stop: threading.Event | None = None, pacer: Pacer | None = None) -> HubClient:
     config = HubConfig(endpoint=settings.endpoint, token_provider=tokens,
                        private=settings.private, connect_timeout=settings.connect_timeout,
                        read_timeout=settings.read_timeout,
                        use_xet=settings.transfer is Transfer.XET)
-    return HubClient(config, retry_policy(settings), stop=stop)
+    return HubClient(config, retry_policy(settings), stop=stop, pacer=pacer)
+
+
+def make_pacer(settings: UploaderSettings, state_dir: Path | None) -> Pacer | None:
+    """The client-side caps on repo creations and commits per hour; None when both are 0."""
+    return pacer_from_limits(int(_setting(settings, "max_commits_per_hour", 0)),
+                             int(_setting(settings, "max_repos_per_hour", 0)),
+                             state_dir / PACING_FILENAME if state_dir is not None else None)
 
 
 def retry_policy(settings: UploaderSettings) -> RetryPolicy:
@@ -131,6 +174,7 @@ class Opened:
 def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapping[str, str],
                   wait_for_hub: bool, stop: threading.Event | None = None,
                   events: Events | None = None) -> Opened:
+    check_rank(environ, bool(_setting(settings, "any_rank", False)))
     check_output_dir(settings, must_exist=not wait_for_hub)
     tokens = token_provider(environ)
     state_dir = settings.resolved_state_dir
@@ -139,7 +183,7 @@ def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapp
     lock = StateLock(state_dir)
     lock.acquire(wait=settings.wait_for_lock)
     stack.callback(lock.release)
-    hub = make_hub(settings, tokens, stop)
+    hub = make_hub(settings, tokens, stop, make_pacer(settings, state_dir))
     namespace = connect(hub, settings, wait=wait_for_hub, stop=stop)
     run = read_run(settings)
     config = PipelineConfig(
@@ -155,5 +199,5 @@ def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapp
     return Opened(store=store, pipeline=pipeline, namespace=namespace, hub=hub)
 
 
-__all__ = ["Opened", "call_with_retry", "check_output_dir", "connect", "open_pipeline",
-           "read_run", "token_provider"]
+__all__ = ["Opened", "call_with_retry", "check_output_dir", "check_rank", "connect",
+           "make_pacer", "open_pipeline", "read_run", "token_provider"]

@@ -1,0 +1,397 @@
+"""Training overhead: the seed's tiny training with no uploads vs three ways of uploading.
+
+    python -m bench.training_overhead [--repeats 3] [--bandwidth-mb 16] [--pad-mb auto]
+                                      [--max-steps -1] [--save-steps 50] [--trainer-threads 1]
+
+The seed's numbers (450 steps, a checkpoint every 50: 9 checkpoints + the final adapter), each
+checkpoint padded so that uploading it through devhub's throttle takes about one save interval,
+four ways: (a) no uploads; (b) the seed's callback (`upload_folder` inside `on_save`);
+(c) Trainer's own `push_to_hub` with `hub_strategy="all_checkpoints"`; (d) the sidecar
+(`uploader watch --exit-when-done`, started first as a native sidecar is).
+
+Per run: training wall time (the `Trainer.train()` call) / (a) of the same repeat, what is on
+the Hub at the end, and the time from the end of `train()` until the last upload landed (the
+final adapter is written after `train()` in every variant). Each run is its own trainer process
+against its own devhub; the trainer itself is `trainer.train.run`, with a `Trainer` subclass that
+writes the padding as part of the optimizer state (so it is in the folder before Trainer's own
+push and before the completion marker) and times `train()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    MiB,
+    USER,
+    LoggedProcess,
+    Table,
+    add_common_args,
+    client_env,
+    devhub,
+    fmt,
+    median,
+    ratios,
+    rotations,
+    scratch,
+    status_rows,
+    uploader_env,
+)
+
+NONE, SEED, PUSH, SIDECAR = "a no uploads", "b seed callback", "c push_to_hub", "d sidecar"
+VARIANTS = (NONE, SEED, PUSH, SIDECAR)
+CHILD_COMMAND = "child"
+PADDING_FILE = "optimizer_padding.bin"
+PADDING_BLOCK = MiB
+SEED_PREFIX = "llama3-medical-ner"  # the seed's repo names, also the sidecar's default prefix
+SEED_BASE_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
+FINAL_MARK = "-lora-final-"
+PUSH_REPO = "llama3-medical-ner-lora"
+END_OF_TRAINING = "End of training"  # Trainer.push_to_hub's default commit message
+# The F1 pass after training is the same in every variant and not what is measured: keep it short.
+F1_SAMPLES = 8
+TARGET_RATIO = 1.05
+TRAIN_TIMEOUT_S = 3600.0
+DRAIN_TIMEOUT_S = 900.0
+START_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Config:
+    repeats: int
+    bandwidth: int  # bytes per second of devhub's throttle on LFS uploads
+    pad_bytes: int | None  # None: calibrated so one upload takes one save interval
+    max_steps: int
+    save_steps: int
+    threads: int
+    work_dir: Path | None
+
+
+@dataclass(frozen=True)
+class Sample:
+    variant: str
+    train_s: float
+    expected: int  # checkpoints + the final adapter
+    on_hub: int
+    drain_s: float | None  # None: something never reached the Hub
+
+
+# -- the trainer process (`python -m bench.training_overhead child ...`) -----------------------
+
+def write_padding(path: Path, size: int) -> None:
+    """`size` bytes no other file shares (the Hub would skip a known LFS object), cheaply:
+    one random block, each copy stamped with a per-file nonce and its index."""
+    block = os.urandom(PADDING_BLOCK)
+    nonce = os.urandom(16)
+    with open(path, "wb") as out:
+        index = written = 0
+        while written < size:
+            piece = (nonce + index.to_bytes(8, "little") + block[24:])[: size - written]
+            out.write(piece)
+            written += len(piece)
+            index += 1
+
+
+def _seed_callback(api: Any) -> Any:
+    """The seed's `CheckpointUploadCallback` (shared/seed/checkpoint-strategy.md)."""
+    from transformers import TrainerCallback
+
+    class CheckpointUploadCallback(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            checkpoint_dir = f"{args.output_dir}/checkpoint-{state.global_step}"
+            stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+            repo_id = f"{USER}/{SEED_PREFIX}-checkpoint-{state.global_step}-{stamp}"
+            try:
+                api.create_repo(repo_id, exist_ok=True)
+                api.upload_folder(folder_path=checkpoint_dir, repo_id=repo_id,
+                                  commit_message=f"Checkpoint at step {state.global_step}")
+            except Exception as exc:  # the seed only prints a failure and trains on
+                print(f"checkpoint upload failed: {exc}", flush=True)
+
+    return CheckpointUploadCallback()
+
+
+def _patch_trainer(pad_bytes: int, timings: dict[str, float], trainers: list[Any]) -> None:
+    """Make `trainer.train` build a Trainer that pads each checkpoint and times `train()`."""
+    import trainer.train as train_module
+
+    class BenchTrainer(train_module.Trainer):  # type: ignore[misc,name-defined]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            trainers.append(self)
+
+        def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+            super()._save_optimizer_and_scheduler(output_dir)
+            if pad_bytes:
+                write_padding(Path(output_dir) / PADDING_FILE, pad_bytes)
+
+        def train(self, *args: Any, **kwargs: Any) -> Any:
+            timings["train_start"] = time.time()
+            try:
+                return super().train(*args, **kwargs)
+            finally:
+                timings["train_end"] = time.time()
+
+    train_module.Trainer = BenchTrainer
+
+
+def _patch_base_model_name() -> None:
+    """Name the tiny base model as the seed's real one: PEFT writes the name into each folder's
+    README.md, and the Hub (devhub too) rejects a commit whose card names a local path."""
+    import trainer.train as train_module
+
+    original = train_module.add_lora
+
+    def named(model: Any, spec: Any) -> Any:
+        model.config.name_or_path = SEED_BASE_MODEL
+        model.name_or_path = SEED_BASE_MODEL
+        return original(model, spec)
+
+    train_module.add_lora = named
+
+
+def _patch_push_to_hub() -> None:
+    """(c): the project's TrainingArguments, with Trainer's own push turned on."""
+    import trainer.train as train_module
+
+    original = train_module.training_arguments
+
+    def with_push(settings: Any, *, bf16: bool, run_name: str) -> Any:
+        args = original(settings, bf16=bf16, run_name=run_name)
+        # The token comes from HF_TOKEN in the environment, as a user of the seed would set it.
+        return args.set_push_to_hub(f"{USER}/{PUSH_REPO}", strategy="all_checkpoints")
+
+    train_module.training_arguments = with_push
+
+
+def child_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bench.training_overhead child")
+    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--pad-bytes", type=int, default=0)
+    parser.add_argument("--max-steps", type=int, default=-1)
+    parser.add_argument("--save-steps", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    from huggingface_hub import HfApi
+
+    import trainer.train as train_module
+    from trainer.logs import configure_logging
+    from trainer.settings import TrainerSettings
+
+    configure_logging()
+    timings: dict[str, float] = {}
+    trainers: list[Any] = []
+    _patch_trainer(args.pad_bytes, timings, trainers)
+    _patch_base_model_name()
+    if args.variant == PUSH:
+        _patch_push_to_hub()
+    api = HfApi()
+    callbacks = [_seed_callback(api)] if args.variant == SEED else []
+    settings = TrainerSettings(
+        base_model="tiny", output_dir=args.output_dir, max_steps=args.max_steps,
+        save_steps=args.save_steps, eval_steps=args.save_steps, report_to="none",
+        f1_max_samples=F1_SAMPLES, cpu_threads=args.threads)
+    result = train_module.run(settings, callbacks=callbacks)
+    if args.variant == SEED:  # the seed uploads the final adapter separately, to its own repo
+        stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+        repo_id = f"{USER}/{SEED_PREFIX}{FINAL_MARK}{stamp}"
+        api.create_repo(repo_id, exist_ok=True)
+        api.upload_folder(folder_path=str(result.final_dir), repo_id=repo_id)
+    elif args.variant == PUSH:  # what a push_to_hub user calls last
+        trainers[-1].push_to_hub()
+    timings["job_end"] = time.time()
+    args.result.write_text(json.dumps({**timings, "global_step": result.global_step}))
+    return 0
+
+
+# -- the benchmark -------------------------------------------------------------------------
+
+def throttle(bandwidth: int) -> list[dict[str, Any]]:
+    """Throttle LFS object uploads only: API calls stay fast, as on the real Hub."""
+    return [{"action": "throttle", "method": "PUT", "path": "^/_lfs/",
+             "bytes_per_second": bandwidth}]
+
+
+def hub_inventory(api: Any, variant: str) -> int:
+    """Checkpoints + final adapter that reached the Hub with their files."""
+    if variant == PUSH:
+        repo = f"{USER}/{PUSH_REPO}"
+        files = api.list_repo_files(repo)
+        folders = {f.split("/")[0] for f in files if f.startswith("checkpoint-")}
+        final = any(c.title == END_OF_TRAINING for c in api.list_repo_commits(repo))
+        return len(folders) + int(final)
+    count = 0
+    for model in api.list_models(author=USER):
+        if any(f != ".gitattributes" for f in api.list_repo_files(model.id)):
+            count += 1
+    return count
+
+
+def run_once(variant: str, config: Config, pad_bytes: int) -> Sample:
+    from huggingface_hub import HfApi
+
+    with scratch(config.work_dir, "bench-train-") as root, \
+            devhub(root / "hub", throttle(config.bandwidth)) as hub:
+        out = root / "out"
+        env = client_env(hub.url, root / "hf-home")
+        uploader = _start_sidecar(hub.url, root, out) if variant == SIDECAR else None
+        try:
+            timings = _train(variant, config, pad_bytes, root, out, env)
+            expected = timings["global_step"] // config.save_steps + 1
+            last_upload = timings["job_end"]
+            if uploader is not None:
+                last_upload = _drain(uploader, out, hub.url, root)
+        finally:
+            if uploader is not None:
+                uploader.stop()
+        on_hub = hub_inventory(HfApi(endpoint=hub.url, token=env["HF_TOKEN"]), variant)
+    complete = on_hub >= expected and last_upload is not None
+    return Sample(variant, timings["train_end"] - timings["train_start"], expected, on_hub,
+                  last_upload - timings["train_end"] if complete and last_upload else None)
+
+
+def _start_sidecar(endpoint: str, root: Path, out: Path) -> LoggedProcess:
+    uploader = LoggedProcess.uploader(["watch", "--output-dir", str(out), "--exit-when-done"],
+                                      uploader_env(endpoint, root / "hf-home"),
+                                      root / "uploader.log")
+    uploader.wait_for(lambda text: "watching" in text, START_TIMEOUT_S, "uploader start")
+    return uploader
+
+
+def _train(variant: str, config: Config, pad_bytes: int, root: Path, out: Path,
+           env: dict[str, str]) -> dict[str, float]:
+    result = root / "result.json"
+    child = LoggedProcess(
+        [sys.executable, "-m", "bench.training_overhead", CHILD_COMMAND, "--variant", variant,
+         "--output-dir", str(out), "--result", str(result), "--pad-bytes", str(pad_bytes),
+         "--max-steps", str(config.max_steps), "--save-steps", str(config.save_steps),
+         "--threads", str(config.threads)], env, root / "trainer.log")
+    code = child.wait(TRAIN_TIMEOUT_S)
+    if code != 0:
+        raise RuntimeError(f"{variant}: trainer exited {code}:\n{child.output()[-3000:]}")
+    return json.loads(result.read_text())
+
+
+def _drain(uploader: LoggedProcess, out: Path, endpoint: str, root: Path) -> float | None:
+    """When the sidecar's last verification happened (None if it never finished)."""
+    try:
+        uploader.wait(DRAIN_TIMEOUT_S)
+    except TimeoutError:
+        return None
+    rows = status_rows(out, uploader_env(endpoint, root / "hf-home"))
+    verified = [r["verified_at"] for r in rows if r["state"] == "verified"]
+    return max(verified) if verified and len(verified) == len(rows) else None
+
+
+def calibrate(config: Config) -> tuple[int, str]:
+    """Padding so that one upload at the throttled bandwidth takes one save interval, from a
+    warm-up run of (a) (which also warms the caches; it is not counted)."""
+    if config.pad_bytes is not None:
+        return config.pad_bytes, f"padding {config.pad_bytes / MiB:.0f} MiB per checkpoint (given)"
+    warm = run_once(NONE, config, 0)
+    saves = max(1, warm.expected - 1)
+    interval = warm.train_s / saves
+    pad = int(interval * config.bandwidth)
+    return pad, (f"padding {pad / MiB:.0f} MiB per checkpoint: one save interval "
+                 f"({interval:.1f} s in a warm-up run of (a)) at {config.bandwidth / MiB:.0f} MiB/s")
+
+
+def measure(config: Config) -> tuple[list[Sample], str]:
+    pad, pad_note = calibrate(config)
+    samples = []
+    for repeat, variant in rotations(VARIANTS, config.repeats):
+        sample = run_once(variant, config, pad)
+        print(f"repeat {repeat + 1}/{config.repeats} {variant}: train {sample.train_s:.1f} s, "
+              f"{sample.on_hub}/{sample.expected} on the Hub, drain {fmt(sample.drain_s, 1)} s",
+              flush=True)
+        samples.append(sample)
+    return samples, pad_note
+
+
+def table(samples: list[Sample], config: Config, pad_note: str) -> Table:
+    result = Table("Training overhead", ["variant", "train s", "x (a)", "on Hub", "drain s",
+                                         "target", "met"])
+    result.notes += [
+        f"{config.repeats} interleaved repeats, medians; train s = the `Trainer.train()` call; "
+        "x (a) = median of per-repeat ratios against (a); drain s = end of train() until the "
+        "last upload landed (F1 pass + final adapter included; 'never' = something was "
+        "never uploaded)",
+        f"{pad_note}; devhub throttles each LFS upload to {config.bandwidth / MiB:.0f} MiB/s",
+        f"tiny Llama on CPU, {config.threads} torch thread(s), "
+        f"max_steps {config.max_steps} (-1 = the seed's 3 epochs), save every "
+        f"{config.save_steps}; W&B off",
+    ]
+    base = [s.train_s for s in samples if s.variant == NONE]
+    for variant in VARIANTS:
+        runs = [s for s in samples if s.variant == variant]
+        ratio = median(ratios([s.train_s for s in runs], base))
+        hub = f"{median([s.on_hub for s in runs]):g}/{runs[0].expected}"
+        result.add(variant, fmt(median([s.train_s for s in runs]), 1), fmt(ratio),
+                   hub, _drain_cell(runs), *_target(variant, ratio, runs))
+    return result
+
+
+def _drain_cell(runs: list[Sample]) -> str:
+    if runs[0].variant == NONE:
+        return "-"
+    done = [s.drain_s for s in runs if s.drain_s is not None]
+    if not done:
+        return "never"
+    cell = fmt(median(done), 1)
+    return cell if len(done) == len(runs) else f"{cell} ({len(done)}/{len(runs)} runs)"
+
+
+def _target(variant: str, ratio: float, runs: list[Sample]) -> tuple[str, str]:
+    if variant != SIDECAR:
+        return "-", "-"
+    met = ratio <= TARGET_RATIO and all(s.on_hub >= s.expected for s in runs)
+    return f"<= {TARGET_RATIO}x, all uploaded", "yes" if met else "no"
+
+
+def parse(argv: list[str] | None) -> Config:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser, repeats=3)
+    parser.add_argument("--bandwidth-mb", type=float, default=16.0,
+                        help="devhub's throttle on each LFS upload, MiB/s")
+    parser.add_argument("--pad-mb", type=float, default=None,
+                        help="padding per checkpoint, MiB (default: one save interval's upload)")
+    parser.add_argument("--max-steps", type=int, default=-1,
+                        help="-1: the seed's 3 epochs (450 steps)")
+    parser.add_argument("--save-steps", type=int, default=50)
+    # One thread by default: on a GPU node the training loop leaves host cores free, while two
+    # torch threads on a 2-core VM would measure CPU contention with devhub, which stands in for
+    # the remote Hub, rather than the sidecar's overhead. Pass 2 to see that contention.
+    parser.add_argument("--trainer-threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.repeats, args.max_steps, args.save_steps = 1, 6, 3
+        args.pad_mb = 1.0 if args.pad_mb is None else args.pad_mb
+    return Config(repeats=args.repeats, bandwidth=int(args.bandwidth_mb * MiB),
+                  pad_bytes=None if args.pad_mb is None else int(args.pad_mb * MiB),
+                  max_steps=args.max_steps, save_steps=args.save_steps,
+                  threads=args.trainer_threads, work_dir=args.work_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [CHILD_COMMAND]:
+        return child_main(argv[1:])
+    config = parse(argv)
+    samples, pad_note = measure(config)
+    table(samples, config, pad_note).print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
