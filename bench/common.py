@@ -76,14 +76,16 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def rotated(variants: Sequence[str], repeat: int) -> list[str]:
+    """The variants in the order of one repeat: each repeat starts one variant later, so no
+    variant always runs first (a cold cache) or right after the heaviest one."""
+    shift = repeat % len(variants)
+    return [*variants[shift:], *variants[:shift]]
+
+
 def rotations(variants: Sequence[str], repeats: int) -> list[tuple[int, str]]:
-    """(repeat, variant) in run order: each repeat starts one variant later, so no variant
-    always runs first (a cold cache) or right after the heaviest one."""
-    order: list[tuple[int, str]] = []
-    for repeat in range(repeats):
-        shift = repeat % len(variants)
-        order += [(repeat, v) for v in [*variants[shift:], *variants[:shift]]]
-    return order
+    """(repeat, variant) in run order, every repeat `rotated`."""
+    return [(repeat, v) for repeat in range(repeats) for v in rotated(variants, repeat)]
 
 
 @dataclass

@@ -3,8 +3,10 @@
 Three threads, in the shape of watchdog's own examples: the observer fills `wake` with the
 folders that saw an event; the detect loop judges them (plus a full scan at start, after an
 inotify overflow and every `scan_interval`) and stages complete ones at once; the upload loop
-drains due records one at a time in step order. The caller's thread keeps signals and decides
-when to stop (`watch` on SIGTERM or when the run is done, `backfill` after one pass).
+drains due records one at a time in step order. With a pruner, a fourth thread runs a prune pass
+each time the detect loop admitted a completed folder (the trainer has just saved and rotated),
+and checks free space in between. The caller's thread keeps signals and decides when to stop
+(`watch` on SIGTERM or when the run is done, `backfill` after one pass).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from watchdog.observers.polling import PollingObserver
 from shared.layout import MARKERS_DIRNAME, UPLOADER_DIRNAME, classify
 from uploader.detect import Verdict
 from uploader.pipeline import Pipeline
+from uploader.prune import Pruner
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,8 @@ OVERFLOW_MESSAGE = "queue overflowed"
 # Re-judge a folder that is not complete yet at least this often even without events: settle
 # windows end without any event, and a marker may land on a network filesystem silently.
 RECHECK_INTERVAL = 1.0
+# Free space is checked after every prune pass, and at least this often between them.
+SPACE_CHECK_INTERVAL = 30.0
 
 
 @dataclass(frozen=True)
@@ -104,10 +109,12 @@ class OverflowAlarm(logging.Handler):
 class Watcher:
     """Runs the detect and upload loops over one pipeline until `stop` is set."""
 
-    def __init__(self, pipeline: Pipeline, config: WatchConfig, stop: threading.Event) -> None:
+    def __init__(self, pipeline: Pipeline, config: WatchConfig, stop: threading.Event,
+                 pruner: Pruner | None = None) -> None:
         self.pipeline = pipeline
         self.config = config
         self.stop = stop
+        self.pruner = pruner
         self.wakeups = Wakeups()
         self.work = threading.Event()
         self.last_loop = time.time()
@@ -139,6 +146,8 @@ class Watcher:
         self._observer.start()
         loops = [("detect", self._detect_loop)] + [
             (f"upload-{i}", self._upload_loop) for i in range(self.config.concurrency)]
+        if self.pruner is not None:
+            loops.append(("prune", self._prune_loop))
         for name, target in loops:
             thread = threading.Thread(target=target, name=f"uploader-{name}", daemon=True)
             thread.start()
@@ -158,6 +167,8 @@ class Watcher:
         logging.getLogger("watchdog").removeHandler(self._alarm)
         self.wakeups.add(None)
         self.work.set()
+        if self.pruner is not None:
+            self.pruner.request()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
@@ -169,6 +180,7 @@ class Watcher:
             names = {None} if now >= next_full else self.wakeups.take(
                 RECHECK_INTERVAL if self.incomplete else min(self.config.scan_interval,
                                                              next_full - now))
+            admitted = self.pipeline.admissions
             try:
                 if None in names or time.monotonic() >= next_full:
                     self._judge_all()
@@ -177,6 +189,8 @@ class Watcher:
                     self._judge({n for n in names if n} | self.incomplete)
             except Exception:  # the loop must outlive any one bad folder
                 log.exception("detection pass failed; retrying at the next pass")
+            if self.pruner is not None and self.pipeline.admissions != admitted:
+                self.pruner.request()
             self.last_loop = time.time()
 
     def _judge_all(self) -> None:
@@ -220,3 +234,19 @@ class Watcher:
                 with self._busy_lock:
                     self._busy -= 1
             self.last_loop = time.time()
+
+    def _prune_loop(self) -> None:
+        assert self.pruner is not None
+        while not self.stop.is_set():
+            requested = self.pruner.due.wait(SPACE_CHECK_INTERVAL)
+            self.pruner.due.clear()
+            if self.stop.is_set():
+                break
+            try:
+                if requested:
+                    self.pruner.run_pass()
+                    self.work.set()  # a damaged remote copy may have been reopened
+                else:
+                    self.pruner.check_space()
+            except Exception:
+                log.exception("prune pass failed; retrying after the next completion")

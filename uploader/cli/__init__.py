@@ -25,6 +25,9 @@ VERBS: dict[str, str] = {
     "watch": "the sidecar: scan, then upload every completed checkpoint until stopped",
     "backfill": "one pass: upload everything complete that is not verified, then exit",
     "status": "one row per checkpoint: state, repo, URL, size, eval_loss, attempts, error",
+    "verify": "re-check every verified checkpoint on the Hub; a damaged copy is uploaded again",
+    "best": "the best verified checkpoint by --metric (from the state, or the Hub's manifests)",
+    "cleanup": "delete this run's other checkpoint repos (never finals, never other runs)",
 }
 
 

@@ -15,8 +15,9 @@ from uploader.cli import EXIT_FAILED, EXIT_OK
 from uploader.cli.console import human_bytes
 from uploader.lock import lock_holder
 from uploader.pipeline import HEARTBEAT_KEY
+from uploader.retention import best_record, current_run_id
 from uploader.settings import UploaderSettings
-from uploader.state import DB_FILENAME, Record, State, StateStore
+from uploader.state import DB_FILENAME, Record, StateStore
 
 COLUMNS = ("step", "kind", "state", "repo_id", "url", "size", "eval_loss", "attempts",
            "last_error")
@@ -33,22 +34,17 @@ def run(settings: UploaderSettings) -> int:
             records = store.all()
         finally:
             store.close()
-    rows = rows_of(records)
+    # The same selection as `best`: this run's verified checkpoint with the lowest metric.
+    best = best_record(records, settings.metric, run_id=current_run_id(settings.output_dir))
+    rows = rows_of(records, best)
     if settings.json_output:
         print(json.dumps(rows, indent=2))
     else:
-        _table(rows)
+        _table(rows, settings.metric)
     return EXIT_OK
 
 
-def best_of(records: list[Record], metric: str = "eval_loss") -> Record | None:
-    ranked = [r for r in records if r.state in (State.VERIFIED, State.PRUNED)
-              and r.metrics.get(metric) is not None and r.kind == "checkpoint"]
-    return min(ranked, key=lambda r: (r.metrics[metric], -r.step), default=None)
-
-
-def rows_of(records: list[Record]) -> list[dict[str, Any]]:
-    best = best_of(records)
+def rows_of(records: list[Record], best: Record | None = None) -> list[dict[str, Any]]:
     return [{
         "step": r.step, "kind": str(r.kind), "state": str(r.state), "repo_id": r.repo_id,
         "url": r.url, "size": r.bytes, "eval_loss": r.eval_loss, "attempts": r.attempts,
@@ -58,7 +54,7 @@ def rows_of(records: list[Record]) -> list[dict[str, Any]]:
     } for r in records]
 
 
-def _table(rows: list[dict[str, Any]]) -> None:
+def _table(rows: list[dict[str, Any]], metric: str) -> None:
     if not rows:
         print("no checkpoints recorded yet")
         return
@@ -74,7 +70,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
               f"{row['state']:<10} {human_bytes(row['size'] or 0):>9}  {loss:>9}  "
               f"{row['attempts']:>5}  {tail}")
     if any(r["best"] for r in rows):
-        print("* best by eval_loss")
+        print(f"* best by {metric}")
 
 
 def _health(settings: UploaderSettings) -> int:

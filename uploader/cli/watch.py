@@ -4,6 +4,10 @@ On SIGTERM/SIGINT it stops taking work, gives the upload in flight `--drain-grac
 finish, records state and exits 0; an abandoned upload is redone (same repo id) on restart or by
 `backfill`. With `--exit-when-done` it exits once the trainer's run info says the run ended and
 everything present is verified (0), or some upload failed permanently (1).
+
+With `--prune`, local checkpoints are deleted once verified (see `uploader.prune`): a pass runs
+right after each completed save, and after each verification once the run has ended. Leave the
+trainer's `save_total_limit` unset then: two deleters of one directory gain nothing.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from shared.layout import Kind
 from uploader.cli import EXIT_FAILED, EXIT_OK
 from uploader.cli.console import TRACKING_CLOSE_TIMEOUT, attach_events, stop_on_signals
 from uploader.logs import quiet_progress_bars, setup_logging
-from uploader.pipeline import Pipeline, pending_work
-from uploader.service import open_pipeline, read_run
+from uploader.pipeline import FanoutEvents, Pipeline, pending_work
+from uploader.prune import PrunePolicy, Pruner, SpaceWatch
+from uploader.service import Opened, open_pipeline, read_run
 from uploader.settings import UploaderSettings
 from uploader.state import State
 from uploader.watch import WatchConfig, Watcher
@@ -40,13 +45,16 @@ def run(settings: UploaderSettings) -> int:
         if stop.is_set():
             return EXIT_OK
         tracker = attach_events(opened, settings, stack)
+        pruner = _pruner(opened, settings)
         watcher = Watcher(opened.pipeline, WatchConfig(
             output_dir=settings.output_dir, poll=settings.poll,
             poll_interval=settings.poll_interval, scan_interval=settings.scan_interval,
-            settle_seconds=settings.settle_seconds, concurrency=settings.concurrency), stop)
+            settle_seconds=settings.settle_seconds, concurrency=settings.concurrency), stop,
+            pruner=pruner)
         watcher.start()
         log.info("watching", extra={"output_dir": str(settings.output_dir),
-                                    "namespace": opened.namespace, "pid": os.getpid()})
+                                    "namespace": opened.namespace, "pid": os.getpid(),
+                                    "prune": settings.prune})
         code = _supervise(watcher, opened.pipeline, settings, stop)
         if not watcher.join(settings.drain_grace):
             log.warning("upload in flight abandoned after the grace period; it is redone on "
@@ -56,6 +64,23 @@ def run(settings: UploaderSettings) -> int:
             os._exit(code)  # the abandoned HTTP call cannot be interrupted; state is recorded
         log.info("stopped", extra={"exit_code": code})
         return code
+
+
+def _pruner(opened: Opened, settings: UploaderSettings) -> Pruner:
+    """Pruning (when on) and the free-space warning (always), wired to the pipeline's events."""
+    def run_ended() -> bool:
+        info = read_run(settings)
+        return info is not None and info.ended
+
+    pruner = Pruner(opened.pipeline, PrunePolicy(keep_last=settings.keep_last,
+                                                 prune_best=settings.prune_best,
+                                                 metric=settings.metric),
+                    enabled=settings.prune,
+                    space=SpaceWatch(settings.output_dir, settings.free_space_warning),
+                    run_ended=run_ended)
+    pruner.recover()
+    opened.pipeline.events = FanoutEvents(opened.pipeline.events, pruner)
+    return pruner
 
 
 def _supervise(watcher: Watcher, pipeline: Pipeline, settings: UploaderSettings,
@@ -96,6 +121,13 @@ def _done(watcher: Watcher, pipeline: Pipeline, settings: UploaderSettings, ende
     settling = time.monotonic() - ended_at < settings.run_end_grace
     if watcher.incomplete and settling:
         return None
+    # The trainer is gone: a last pass frees what the final verifications allowed, and may
+    # find a damaged remote copy, which is then uploaded again before we exit.
+    if watcher.pruner is not None and watcher.pruner.enabled:
+        if watcher.pruner.run_pass().reopened:
+            watcher.work.set()
+            return None
+        records = pipeline.records()
     failed = [r for r in records if r.state is State.FAILED and r.permanent]
     for record in failed:
         log.error("upload failed permanently", extra={"step": record.step,

@@ -1,0 +1,290 @@
+"""Upload efficiency: the sidecar end to end vs a bare `HfApi.upload_folder`, unthrottled.
+
+    python -m bench.upload_throughput [--sizes-mb 1024,4096] [--repeats 3] [--no-wandb-check]
+
+For each size, a checkpoint-shaped folder of random bytes (two large binaries and the small
+files Trainer and PEFT write). Sidecar: `uploader watch --exit-when-done` is running when the
+folder is written; the clock runs from the completion marker landing to the uploader's
+`verified_at` (detection, hashing, staging by hard links, upload, verification). Bare: a fresh
+process times one `HfApi.upload_folder` of an equal folder. Each side gets fresh random bytes
+and its own devhub data dir, since the LFS batch skips objects a server already holds.
+
+Rates are MiB/s; each is also given against the single-core sha256 rate measured in the same
+run, the floor for anything that must hash every byte. The uploader's peak RSS is sampled with
+W&B off; one extra sidecar run with W&B on (offline) reports W&B's service process separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import (
+    MiB,
+    USER,
+    LoggedProcess,
+    PeakRss,
+    Table,
+    add_common_args,
+    client_env,
+    devhub,
+    fmt,
+    median,
+    ratios,
+    rotated,
+    scratch,
+    status_rows,
+    uploader_env,
+)
+
+SIDECAR, BARE = "sidecar", "bare"
+BARE_COMMAND = "bare"
+FOLDER = "checkpoint-1000"
+STEP = 1000
+WRITE_CHUNK = 4 * MiB
+# The small files of a LoRA checkpoint, with the sizes Trainer and PEFT write for Llama 3.
+SMALL_FILES = (("README.md", 5 * 1024), ("adapter_config.json", 1024),
+               ("tokenizer.json", 9 * MiB), ("tokenizer_config.json", 50 * 1024),
+               ("special_tokens_map.json", 512), ("chat_template.jinja", 4 * 1024),
+               ("training_args.bin", 5 * 1024), ("rng_state.pth", 14 * 1024),
+               ("scheduler.pt", 1536), ("trainer_state.json", 8 * 1024))
+TEXT_SUFFIXES = (".md", ".json", ".jinja")  # written as text: the Hub parses README.md
+# The rest of the size: Adam keeps two moments per trainable weight, so the optimizer state is
+# about twice the adapter.
+LARGE_SHARES = (("adapter_model.safetensors", 1 / 3), ("optimizer.pt", 2 / 3))
+SHA256_SAMPLE = 512 * MiB
+SHA256_SAMPLE_TINY = 16 * MiB
+TARGET_RATIO = 0.9
+TARGET_RSS_MB = 150
+START_TIMEOUT_S = 120.0
+UPLOAD_TIMEOUT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Config:
+    sizes: tuple[int, ...]  # bytes
+    repeats: int
+    wandb_check: bool
+    sha_sample: int
+    work_dir: Path | None
+
+
+@dataclass(frozen=True)
+class Sample:
+    side: str
+    size: int
+    seconds: float
+    peak_rss: int
+    children_rss: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.size / MiB / self.seconds
+
+
+# -- the folder ----------------------------------------------------------------------------
+
+def file_plan(total: int) -> list[tuple[str, int]]:
+    small = [(name, size) for name, size in SMALL_FILES]
+    rest = max(0, total - sum(size for _, size in small))
+    large = [(name, int(rest * share)) for name, share in LARGE_SHARES]
+    return small + large
+
+
+def write_random(path: Path, size: int) -> None:
+    with open(path, "wb") as out:
+        if path.suffix in TEXT_SUFFIXES:
+            out.write(os.urandom(size // 2).hex().encode()[:size])
+            return
+        if path.suffix == ".safetensors":
+            header = safetensors_header(size)
+            out.write(header)
+            size -= len(header)
+        while size > 0:
+            piece = os.urandom(min(WRITE_CHUNK, size))
+            out.write(piece)
+            size -= len(piece)
+
+
+def safetensors_header(size: int) -> bytes:
+    """Length + JSON header of one U8 tensor that fills the rest of a `size`-byte file."""
+    header = b""
+    while True:  # the header's length changes the data's length; padding makes it settle
+        data = size - 8 - len(header)
+        new = json.dumps({"w": {"dtype": "U8", "shape": [data],
+                                "data_offsets": [0, data]}}).encode()
+        new += b" " * (-len(new) % 8)
+        if len(new) == len(header):
+            return len(new).to_bytes(8, "little") + new
+        header = new
+
+
+def write_folder(folder: Path, total: int) -> None:
+    folder.mkdir(parents=True)
+    for name, size in file_plan(total):
+        write_random(folder / name, size)
+
+
+def sha256_rate(sample: int) -> float:
+    """Single-core sha256 over in-memory data, MiB/s."""
+    block = os.urandom(MiB)
+    digest = hashlib.sha256()
+    started = time.perf_counter()
+    for _ in range(sample // MiB):
+        digest.update(block)
+    return sample / MiB / (time.perf_counter() - started)
+
+
+# -- the two sides -------------------------------------------------------------------------
+
+def run_sidecar(size: int, config: Config, wandb: bool = False) -> Sample:
+    from shared.markers import build_marker, write_marker
+    from shared.run_info import Outcome, finish_run, start_run
+
+    with scratch(config.work_dir, "bench-upload-sidecar-") as root, \
+            devhub(root / "hub") as hub:
+        out = root / "out"
+        info = start_run(out, base_model="bench", resume=False)
+        extra = {"WANDB_MODE": "offline", "WANDB_DIR": str(root)} if wandb else {}
+        env = uploader_env(hub.url, root / "hf-home", **extra)
+        uploader = LoggedProcess.uploader(
+            ["watch", "--output-dir", str(out), "--exit-when-done"], env, root / "uploader.log")
+        try:
+            with PeakRss(uploader.pid) as rss:
+                uploader.wait_for(lambda text: "watching" in text, START_TIMEOUT_S,
+                                  "uploader start")
+                write_folder(out / FOLDER, size)
+                write_marker(out, build_marker(out, FOLDER, run_id=info.run_id, step=STEP))
+                complete = time.time()
+                finish_run(out, Outcome.COMPLETED)
+                uploader.wait(UPLOAD_TIMEOUT_S)
+        finally:
+            uploader.stop()
+        rows = [r for r in status_rows(out, env) if r["folder"] == FOLDER]
+        if not rows or rows[0]["state"] != "verified":
+            raise RuntimeError(f"sidecar did not verify {FOLDER}:\n{uploader.output()[-3000:]}")
+        return Sample(SIDECAR, size, rows[0]["verified_at"] - complete, rss.peak,
+                      rss.children_peak)
+
+
+def run_bare(size: int, config: Config) -> Sample:
+    with scratch(config.work_dir, "bench-upload-bare-") as root, devhub(root / "hub") as hub:
+        folder = root / FOLDER
+        write_folder(folder, size)
+        result = root / "result.json"
+        child = LoggedProcess([sys.executable, "-m", "bench.upload_throughput", BARE_COMMAND,
+                               "--folder", str(folder), "--result", str(result)],
+                              client_env(hub.url, root / "hf-home"), root / "bare.log")
+        with PeakRss(child.pid) as rss:
+            code = child.wait(UPLOAD_TIMEOUT_S)
+        if code != 0:
+            raise RuntimeError(f"bare upload exited {code}:\n{child.output()[-3000:]}")
+        return Sample(BARE, size, json.loads(result.read_text())["seconds"], rss.peak)
+
+
+def bare_main(argv: list[str]) -> int:
+    """The bare side, in its own process: one `upload_folder`, timed without the imports."""
+    parser = argparse.ArgumentParser(prog="bench.upload_throughput bare")
+    parser.add_argument("--folder", type=Path, required=True)
+    parser.add_argument("--result", type=Path, required=True)
+    args = parser.parse_args(argv)
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    repo_id = f"{USER}/bare-upload"
+    api.create_repo(repo_id, private=True)  # as the sidecar creates its repos
+    started = time.monotonic()
+    api.upload_folder(folder_path=str(args.folder), repo_id=repo_id)
+    args.result.write_text(json.dumps({"seconds": time.monotonic() - started}))
+    return 0
+
+
+# -- the benchmark -------------------------------------------------------------------------
+
+def measure(config: Config) -> tuple[list[Sample], list[float], Sample | None]:
+    samples: list[Sample] = []
+    sha_rates: list[float] = []
+    for repeat in range(config.repeats):
+        sha_rates.append(sha256_rate(config.sha_sample))
+        for size in config.sizes:
+            for side in rotated((SIDECAR, BARE), repeat):
+                sample = run_sidecar(size, config) if side == SIDECAR else run_bare(size, config)
+                print(f"repeat {repeat + 1}/{config.repeats} {size / MiB:.0f} MiB {side}: "
+                      f"{sample.rate:.0f} MiB/s, peak RSS {sample.peak_rss / MiB:.0f} MiB",
+                      flush=True)
+                samples.append(sample)
+    wandb = run_sidecar(min(config.sizes), config, wandb=True) if config.wandb_check else None
+    return samples, sha_rates, wandb
+
+
+def table(samples: list[Sample], sha_rates: list[float], wandb: Sample | None,
+          config: Config) -> Table:
+    result = Table("Upload efficiency", [
+        "size MiB", "sidecar MiB/s", "bare MiB/s", "ratio", "sha256 MiB/s", "sidecar/sha256",
+        "bare/sha256", "uploader RSS MiB", "bare RSS MiB", "target", "met"])
+    result.notes += [
+        f"{config.repeats} interleaved repeats, medians of per-repeat ratios; unthrottled "
+        "devhub on the same machine; sidecar = completion marker -> verified, bare = one "
+        "`HfApi.upload_folder` call; sha256 = one core hashing memory; RSS = peak, W&B off",
+    ]
+    if wandb is not None:
+        result.notes.append(
+            f"with W&B on (offline), {wandb.size / MiB:.0f} MiB: uploader RSS "
+            f"{wandb.peak_rss / MiB:.0f} MiB, W&B service process(es) "
+            f"{wandb.children_rss / MiB:.0f} MiB, {wandb.rate:.0f} MiB/s")
+    for size in config.sizes:
+        side = [s for s in samples if s.size == size and s.side == SIDECAR]
+        bare = [s for s in samples if s.size == size and s.side == BARE]
+        ratio = median(ratios([s.rate for s in side], [s.rate for s in bare]))
+        rss = max(s.peak_rss for s in side) / MiB
+        target, met = _target(size == max(config.sizes), ratio, rss)
+        result.add(f"{size / MiB:.0f}", fmt(median([s.rate for s in side]), 0),
+                   fmt(median([s.rate for s in bare]), 0), fmt(ratio),
+                   fmt(median(sha_rates), 0),
+                   fmt(median(ratios([s.rate for s in side], sha_rates))),
+                   fmt(median(ratios([s.rate for s in bare], sha_rates))), fmt(rss, 0),
+                   fmt(max(s.peak_rss for s in bare) / MiB, 0), target, met)
+    return result
+
+
+def _target(largest: bool, ratio: float, rss: float) -> tuple[str, str]:
+    if largest:
+        met = ratio >= TARGET_RATIO and rss <= TARGET_RSS_MB
+        return f">= {TARGET_RATIO}, RSS <= {TARGET_RSS_MB}", "yes" if met else "no"
+    return f">= {TARGET_RATIO}", "yes" if ratio >= TARGET_RATIO else "no"
+
+
+def parse(argv: list[str] | None) -> Config:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(parser, repeats=3)
+    parser.add_argument("--sizes-mb", default="1024,4096",
+                        help="comma-separated folder sizes, MiB")
+    parser.add_argument("--no-wandb-check", dest="wandb_check", action="store_false",
+                        help="skip the extra sidecar run with W&B on")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.repeats, args.sizes_mb = 1, "12,24"
+    sizes = tuple(int(float(s) * MiB) for s in args.sizes_mb.split(",") if s.strip())
+    return Config(sizes=sizes, repeats=args.repeats, wandb_check=args.wandb_check,
+                  sha_sample=SHA256_SAMPLE_TINY if args.tiny else SHA256_SAMPLE,
+                  work_dir=args.work_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [BARE_COMMAND]:
+        return bare_main(argv[1:])
+    config = parse(argv)
+    samples, sha_rates, wandb = measure(config)
+    table(samples, sha_rates, wandb, config).print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
