@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import hashlib
 
+from shared.hashing import git_blob_sha1
+
 LFS_POINTER_VERSION = "https://git-lfs.github.com/spec/v1"
-
-
-def git_blob_header(size: int) -> bytes:
-    """The prefix git hashes before a blob's content."""
-    return b"blob %d\0" % size
-
-
-def git_blob_sha1(content: bytes) -> str:
-    """The git object id of a regular file (its `oid` in tree listings, `blobId` in siblings)."""
-    digest = hashlib.sha1(git_blob_header(len(content)))
-    digest.update(content)
-    return digest.hexdigest()
 
 
 def sha256_hex(content: bytes) -> str:

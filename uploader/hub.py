@@ -200,18 +200,22 @@ class HubClient:
         constants.HF_HUB_DISABLE_XET = not self.config.use_xet
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
+        counted: list[UploaderError] = []  # 429s of this call already in `rate_limits`
+
+        def retried(error: UploaderError, attempt: int, wait: float) -> None:
+            if isinstance(error, RateLimitedError):
+                counted.append(error)
+                self._count_rate_limit()
+            if self._on_retry is not None:
+                self._on_retry(error, attempt, wait)
+
         try:
             return call_with_retry(self.policy, what, fn, stop=self.stop, sleep=self._sleep,
-                                   on_retry=self._retried)
-        except RateLimitedError:
-            self._count_rate_limit()  # the one that surfaced was never waited out
+                                   on_retry=retried)
+        except RateLimitedError as exc:
+            if not any(exc is seen for seen in counted):  # surfaced without a wait
+                self._count_rate_limit()
             raise
-
-    def _retried(self, error: UploaderError, attempt: int, wait: float) -> None:
-        if isinstance(error, RateLimitedError):
-            self._count_rate_limit()
-        if self._on_retry is not None:
-            self._on_retry(error, attempt, wait)
 
     def _count_rate_limit(self) -> None:
         with self._count_lock:

@@ -13,7 +13,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import parse_ratelimit_headers
 
 from devhub.ratelimit import FixedWindows, Kind, Quota, parse_rate_limit
-from devhub.testing import DevHub
+from devhub.testing import DevHub, DevHubError
 
 from .conftest import USERS, make_hub
 
@@ -115,9 +115,9 @@ def test_ratelimit_fault_rule_limits_what_it_matches(hub: DevHub, alice: HfApi,
     alice.create_repo(repo_id)
     hub.add_faults({"action": "ratelimit", "limit": 1, "window": 60, "path": "/commit/",
                     "user": "alice", "resource": "commits"})
-    ops = [CommitOperationAdd("a.txt", b"a")]
-    alice.create_commit(repo_id, ops, commit_message="one")
-    err = _rate_limited(lambda: alice.create_commit(repo_id, ops, commit_message="two"))
+    alice.create_commit(repo_id, [CommitOperationAdd("a.txt", b"a")], commit_message="one")
+    err = _rate_limited(lambda: alice.create_commit(
+        repo_id, [CommitOperationAdd("b.txt", b"b")], commit_message="two"))
     info = parse_ratelimit_headers(err.response.headers)
     assert info is not None and info.resource_type == "commits"
     assert 55 <= info.reset_in_seconds <= 60
@@ -129,8 +129,6 @@ def test_ratelimit_fault_rule_limits_what_it_matches(hub: DevHub, alice: HfApi,
                                   {"action": "ratelimit", "limit": 1, "window": 5,
                                    "probability": 0.5}])
 def test_invalid_ratelimit_rules_are_refused(hub: DevHub, rule: dict) -> None:
-    from devhub.testing import DevHubError
-
     with pytest.raises(DevHubError, match="400"):
         hub.add_faults(rule)
 

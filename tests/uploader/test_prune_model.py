@@ -1,0 +1,346 @@
+"""Pruning and state logic under random interleavings, against an in-memory model of the Hub.
+
+The system under test is the real thing: `Pipeline` (detection, staging, upload, verification,
+`reopen`), the SQLite state, `Pruner` (with `plan_prune`) and `verify`'s check-and-repair, over
+real folders written like Trainer's. Only the Hub is a model (`ModelHub`): it stores the content
+hash of every byte it is sent, and can fail a commit, keep a damaged copy, lose a commit's
+answer, or have a file dropped or corrupted later. Crashes are exceptions that unwind past the
+uploader (like kill -9, nothing after them runs); a restart rebuilds every object from the state
+and the disk, as `watch` does.
+
+Properties, checked around every prune pass:
+- a folder leaves the `checkpoint-*` namespace only when the Hub holds every one of its bytes,
+  undamaged (the PEFT README excepted: the uploader replaces it with its own card);
+- never one of the newest `keep_last` folders, never the final adapter, never during a save;
+- a crash inside a prune leaves no `.pruning-*` folder once restarted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from shared.hashing import git_blob_sha1
+from shared.layout import FINAL_DIRNAME, checkpoint_name, list_folders
+from shared.markers import build_marker, write_marker
+from tests.support.checkpoints import folder_bytes, write_checkpoint
+from uploader.cli import verify as verify_cli
+from uploader.detect import CompletionDetector
+from uploader.errors import PermanentError, TransientError
+from uploader.hub import LocalFile, RemoteFile
+from uploader.pipeline import Pipeline, PipelineConfig
+from uploader.prune import PRUNING_PREFIX, Pruner, PrunePolicy
+from uploader.stage import Stager
+from uploader.state import StateStore
+
+RUN_ID = "00000000-0000-4000-8000-000000000000"
+GENERATED = "README.md"  # the trainer's card; the uploader uploads its own instead
+LFS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+NEVER_SETTLES = 1e9  # a folder without its marker is a save under way, for as long as it lasts
+SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else None  # tmpfs: fsync costs nothing
+
+
+class Crash(BaseException):
+    """kill -9: not an Exception, so no `except Exception` in the uploader catches it."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    size: int
+    sha256: str  # of the bytes received
+    git_sha1: str
+    lfs: bool
+    damaged: bool = False
+
+    def view(self, path: str) -> RemoteFile:
+        """What paths-info reports: a damaged file shows a hash that is not its content's."""
+        bad = "0" * 64 if self.damaged else None
+        if self.lfs:
+            return RemoteFile(path, self.size, None, bad or self.sha256, True)
+        return RemoteFile(path, self.size, bad[:40] if bad else self.git_sha1, None, False)
+
+
+class ModelHub:
+    """The HubClient surface the pipeline uses, in memory. Flags make the next call misbehave."""
+
+    def __init__(self) -> None:
+        self.commits: dict[str, dict[str, dict[str, Stored]]] = {}  # repo -> sha -> tree
+        self.heads: dict[str, str] = {}
+        self.fail_next = False  # the commit is refused (a 503 after retries)
+        self.damage_next = False  # the commit lands with one file corrupted
+        self.crash_at: str | None = None  # "commit" (answer lost) or "verify"
+
+    def repo_url(self, repo_id: str) -> str:
+        return f"https://hub.test/{repo_id}"
+
+    def repo_exists(self, repo_id: str) -> bool:
+        return repo_id in self.heads
+
+    def ensure_repo(self, repo_id: str) -> None:
+        if repo_id not in self.heads:
+            self.commits[repo_id] = {"init": {}}
+            self.heads[repo_id] = "init"
+
+    def head_sha(self, repo_id: str) -> str:
+        return self.heads[repo_id]
+
+    def list_files(self, repo_id: str, revision: str | None = None) -> dict[str, RemoteFile]:
+        tree = self.commits[repo_id][revision or self.heads[repo_id]]
+        return {path: stored.view(path) for path, stored in tree.items()}
+
+    def commit(self, repo_id: str, files: list[LocalFile], message: str) -> str:
+        if self.fail_next:
+            self.fail_next = False
+            raise TransientError("commit refused (model)")
+        tree = dict(self.commits[repo_id][self.heads[repo_id]])
+        for f in files:
+            data = f.local_path.read_bytes() if f.local_path is not None else f.data or b""
+            tree[f.path_in_repo] = Stored(len(data), hashlib.sha256(data).hexdigest(),
+                                          git_blob_sha1(data), f.path_in_repo.endswith(LFS_SUFFIXES))
+        if self.damage_next:
+            self.damage_next = False
+            first = sorted(tree)[0]
+            tree[first] = replace(tree[first], damaged=True)
+        sha = hashlib.sha1(repr((repo_id, len(self.commits[repo_id]))).encode()).hexdigest()
+        self.commits[repo_id][sha] = tree
+        self.heads[repo_id] = sha
+        self._maybe_crash("commit")
+        return sha
+
+    def paths_info(self, repo_id: str, revision: str, paths: list[str]) -> dict[str, RemoteFile]:
+        self._maybe_crash("verify")
+        tree = self.commits.get(repo_id, {}).get(revision)
+        if tree is None:
+            raise PermanentError(f"{repo_id}@{revision}: not found (model)")
+        return {p: tree[p].view(p) for p in paths if p in tree}
+
+    def damage(self, index: int, drop: bool) -> None:
+        """Corrupt or drop one stored file of a repo's head, in place (as devhub does)."""
+        repos = sorted(r for r, head in self.heads.items() if self.commits[r][head])
+        if not repos:
+            return
+        repo = repos[index % len(repos)]
+        tree = self.commits[repo][self.heads[repo]]
+        path = sorted(tree)[index % len(tree)]
+        if drop:
+            del tree[path]
+        else:
+            tree[path] = replace(tree[path], damaged=True)
+
+    def holds(self, files: dict[str, bytes]) -> bool:
+        """Some repo's head holds every file with exactly these bytes, undamaged."""
+        wanted = {p: hashlib.sha256(b).hexdigest() for p, b in files.items() if p != GENERATED}
+        for repo, head in self.heads.items():
+            tree = self.commits[repo][head]
+            if all(p in tree and not tree[p].damaged and tree[p].sha256 == sha
+                   for p, sha in wanted.items()):
+                return True
+        return False
+
+    def _maybe_crash(self, where: str) -> None:
+        if self.crash_at == where:
+            self.crash_at = None
+            raise Crash(where)
+
+
+class Uploader:
+    """What `open_pipeline` + `watch` assemble, minus the network: rebuilt on each restart."""
+
+    def __init__(self, out: Path, hub: ModelHub, policy: PrunePolicy, clock: list[float]) -> None:
+        state_dir = out / ".uploader"
+        self.store = StateStore.open(state_dir, clock=lambda: clock[0])
+        detector = CompletionDetector(out, NEVER_SETTLES)
+        stager = Stager(state_dir / "staging")
+        stager.reconcile({r.version_key for r in self.store.all()})
+        config = PipelineConfig(output_dir=out, namespace="alice", prefix="run",
+                                run_id=RUN_ID, source_host="test")
+        self.pipeline = Pipeline(config, self.store, detector, stager, hub,  # type: ignore[arg-type]
+                                 clock=lambda: clock[0])
+        self.pruner = Pruner(self.pipeline, policy, enabled=True)
+        self.pruner.recover()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def checkpoint_folders(out: Path) -> dict[str, int]:
+    return {ref.name: ref.step or 0 for ref in list_folders(out) if ref.name != FINAL_DIRNAME}
+
+
+class PruneModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.root = Path(tempfile.mkdtemp(prefix="prune-model-", dir=SCRATCH))
+        self.out = self.root / "out"
+        self.out.mkdir()
+        self.hub = ModelHub()
+        self.clock = [1_000_000.0]
+        self.step = 0
+        self.saving: str | None = None  # the folder Trainer is writing now
+        self.final_written = False
+        self.policy = PrunePolicy()
+        self.uploader: Uploader | None = None
+
+    @initialize(keep_last=st.integers(0, 3), prune_best=st.booleans())
+    def start(self, keep_last: int, prune_best: bool) -> None:
+        self.policy = PrunePolicy(keep_last=keep_last, prune_best=prune_best)
+        self.uploader = Uploader(self.out, self.hub, self.policy, self.clock)
+
+    @property
+    def up(self) -> Uploader:
+        assert self.uploader is not None
+        return self.uploader
+
+    def teardown(self) -> None:
+        if self.uploader is not None:
+            self.uploader.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- the trainer ---------------------------------------------------------------------
+    @precondition(lambda self: self.saving is None and not self.final_written)
+    @rule(eval_loss=st.floats(0.5, 3.0))
+    def start_save(self, eval_loss: float) -> None:
+        self.step += 10
+        self.saving = checkpoint_name(self.step)
+        write_checkpoint(self.out, self.step, marker=False, eval_loss=eval_loss,
+                         adapter_bytes=32, optimizer_bytes=32)
+
+    @precondition(lambda self: self.saving is not None)
+    @rule(keep=st.none() | st.integers(1, 3))
+    def finish_save(self, keep: int | None) -> None:
+        """Rotation (save_total_limit=keep) runs at the end of the save, then the marker."""
+        assert self.saving is not None
+        if keep is not None:
+            for name, _ in sorted(checkpoint_folders(self.out).items(), key=lambda kv: kv[1])[:-keep]:
+                shutil.rmtree(self.out / name)
+        write_marker(self.out, build_marker(self.out, self.saving, run_id=RUN_ID, step=self.step))
+        self.saving = None
+
+    @precondition(lambda self: self.saving is None and checkpoint_folders(self.out))
+    @rule(data=st.data())
+    def rewrite_in_place(self, data: st.DataObject) -> None:
+        """A restarted run without resume saves a step again: new bytes, new sizes."""
+        name, step = data.draw(st.sampled_from(sorted(checkpoint_folders(self.out).items())))
+        write_checkpoint(self.out, step, seed=data.draw(st.integers(1, 9)), eval_loss=1.0,
+                         adapter_bytes=48, optimizer_bytes=data.draw(st.integers(40, 90)))
+
+    @precondition(lambda self: self.saving is None and not self.final_written and self.step)
+    @rule()
+    def save_final(self) -> None:
+        write_checkpoint(self.out, self.step, final=True, adapter_bytes=32)
+        self.final_written = True
+
+    # -- the uploader --------------------------------------------------------------------
+    @rule()
+    def detect(self) -> None:
+        self.up.pipeline.scan()
+
+    @rule(outcome=st.sampled_from(["ok", "ok", "fail", "damaged", "crash-commit",
+                                   "crash-verify"]))
+    def upload(self, outcome: str) -> None:
+        self.clock[0] += 10_000  # past any backoff
+        self.hub.fail_next = outcome == "fail"
+        self.hub.damage_next = outcome == "damaged"
+        self.hub.crash_at = outcome.removeprefix("crash-") if outcome.startswith("crash") else None
+        record = self.up.pipeline.claim()
+        try:
+            if record is not None:
+                self.up.pipeline.upload(record)
+        except Crash:
+            self.restart()
+        finally:
+            self.hub.fail_next = self.hub.damage_next = False
+            self.hub.crash_at = None
+            if record is not None and self.uploader is not None:
+                self.up.pipeline.release(record)
+
+    @rule(index=st.integers(0, 50), drop=st.booleans())
+    def damage_remote(self, index: int, drop: bool) -> None:
+        self.hub.damage(index, drop)
+
+    @rule()
+    def restart(self) -> None:
+        self.up.close()
+        self.uploader = Uploader(self.out, self.hub, self.policy, self.clock)
+        assert not list(self.out.glob(f"{PRUNING_PREFIX}*")), "recover() left a .pruning dir"
+
+    @rule()
+    def verify_on_demand(self) -> None:
+        tally = verify_cli._check_all(self.up.pipeline, False, self.root / "scratch", _never())
+        verify_cli._repair(self.up.pipeline, tally, _never())
+
+    @rule(crash_after_rename=st.booleans())
+    def prune_pass(self, crash_after_rename: bool) -> None:
+        before = {name: folder_bytes(self.out / name) for name in checkpoint_folders(self.out)}
+        steps = checkpoint_folders(self.out)
+        final = folder_bytes(self.out / FINAL_DIRNAME) if self.final_written else None
+        if crash_after_rename:
+            self.up.pipeline.update = _crash  # type: ignore[method-assign]
+        try:
+            self.up.pruner.run_pass()
+        except Crash:
+            self.restart()
+        gone = set(before) - set(checkpoint_folders(self.out))
+        self._check_pruned(gone, before, steps)
+        if final is not None:
+            assert folder_bytes(self.out / FINAL_DIRNAME) == final, "the final adapter changed"
+
+    def _check_pruned(self, gone: Iterable[str], before: dict[str, dict[str, bytes]],
+                      steps: dict[str, int]) -> None:
+        newest = sorted(steps.values(), reverse=True)[:self.policy.keep_last]
+        for name in gone:
+            assert self.saving is None, f"{name} pruned while {self.saving} was being saved"
+            assert steps[name] not in newest, f"{name} is among the newest {newest}"
+            assert self.hub.holds(before[name]), f"{name} pruned but not intact on the Hub"
+
+    @invariant()
+    def nothing_half_deleted_looks_complete(self) -> None:
+        for path in self.out.iterdir():
+            assert not path.name.startswith(PRUNING_PREFIX) or self.uploader is not None
+
+
+def _crash(*args: object, **kwargs: object) -> None:
+    raise Crash("after rename")
+
+
+def _never():
+    import threading
+
+    return threading.Event()
+
+
+PruneModel.TestCase.settings = settings(
+    max_examples=500, stateful_step_count=25, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+test_prune_model = PruneModel.TestCase
+
+
+def test_model_hub_holds_only_exact_undamaged_bytes() -> None:
+    """The oracle itself can say no (else the property above could never fail)."""
+    hub = ModelHub()
+    hub.ensure_repo("a/r")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.bin"
+        path.write_bytes(b"abc")
+        hub.commit("a/r", [LocalFile("x.bin", None, local_path=path)], "m")  # type: ignore[arg-type]
+    assert hub.holds({"x.bin": b"abc", GENERATED: b"anything"})
+    assert not hub.holds({"x.bin": b"abd"})
+    assert not hub.holds({"x.bin": b"abc", "y": b""})
+    hub.damage(0, drop=False)
+    assert not hub.holds({"x.bin": b"abc"})
+    assert time.time() > 0
