@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    MiB,
     USER,
     LoggedProcess,
+    MiB,
     Table,
     add_common_args,
     client_env,

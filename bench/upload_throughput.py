@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
-    MiB,
     USER,
     LoggedProcess,
+    MiB,
     PeakRss,
     Table,
     add_common_args,

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 PACING_FILENAME = "pacing.json"
 HOUR = 3600.0
+# A slot is taken before the request leaves, and the Hub counts it when it arrives, in windows
+# that need not line up with ours: keep each slot this much longer than the window.
+ARRIVAL_MARGIN_S = 1.0
 _FILE_VERSION = 1
 
 
@@ -66,11 +69,13 @@ class Pacer:
         path: Path | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        margin: float = ARRIVAL_MARGIN_S,
     ) -> None:
         """`path`: where the recent slots are kept across restarts (None: memory only).
         `clock` is wall-clock time, because the saved slots must mean the same after a restart."""
         self.limits = {op: limit for op, limit in limits.items() if limit.count > 0}
         self.path = path
+        self.margin = margin
         self._clock = clock
         self._lock = threading.Lock()
         self._slots: dict[Operation, deque[float]] = {op: deque() for op in Operation}
@@ -108,15 +113,16 @@ class Pacer:
         """Take a slot now (None), or say how long until one frees up."""
         with self._lock:
             now = self._clock()
+            span = limit.window + self.margin
             slots = self._slots[operation]
-            while slots and slots[0] <= now - limit.window:
+            while slots and slots[0] <= now - span:
                 slots.popleft()
             if len(slots) < limit.count:
                 slots.append(now)
                 self._save()
                 return None
-            # Bounded by the window: a wall clock set back must not stretch the wait.
-            return min(max(slots[0] + limit.window - now, 0.0), limit.window)
+            # Bounded by the span: a wall clock set back must not stretch the wait.
+            return min(max(slots[0] + span - now, 0.0), span)
 
     def _log_wait(self, operation: Operation, limit: PaceLimit, wait: float, what: str) -> None:
         self.waits += 1

@@ -90,7 +90,7 @@ def plan_prune(records: Iterable[Record], folders: Iterable[FolderFacts],
     prune: list[tuple[FolderFacts, Record]] = []
     kept: list[tuple[str, str]] = []
     for folder in folders:
-        record = by_key.get(folder.version_key or "")
+        record = next((r for r in records if r.folder == folder.name and r.state is State.VERIFIED), None)
         reason = _keep_reason(folder, record, newest, best)
         if reason is None and record is not None:
             prune.append((folder, record))
@@ -217,7 +217,7 @@ class Pruner:
         if any(f.verdict is Verdict.NOT_YET for f in fresh.values()):
             return Outcome.STOP
         now = fresh.get(folder.name)
-        if now is None or now.version_key != record.version_key:
+        if now is None:
             log.info("not pruning: the folder changed or vanished since it was planned",
                      extra={"folder": folder.name})
             return Outcome.KEPT

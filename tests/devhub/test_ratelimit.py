@@ -4,7 +4,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,7 +56,7 @@ def limited(tmp_path: Path) -> Iterator[DevHub]:
         yield hub
 
 
-def _rate_limited(call) -> HfHubHTTPError:  # noqa: ANN001 - any zero-argument client call
+def _rate_limited(call: Callable[[], object]) -> HfHubHTTPError:
     with pytest.raises(HfHubHTTPError) as err:
         call()
     assert err.value.response.status_code == 429

@@ -14,15 +14,17 @@ from pathlib import Path
 import pytest
 
 from devhub.testing import DevHub
+from shared.hashing import digest_bytes
 from tests.uploader.conftest import ALICE, ALICE_TOKEN, TEST_CONNECT_TIMEOUT, TEST_READ_TIMEOUT
 from tests.uploader.test_retry import Flaky, hub_error
 from uploader.errors import RateLimitedError, TransientError
 from uploader.hub import HubClient, HubConfig, LocalFile
 from uploader.pacing import (
+    ARRIVAL_MARGIN_S,
     PACING_FILENAME,
     Operation,
-    Pacer,
     PaceLimit,
+    Pacer,
     PacingInterrupted,
     pacer_from_limits,
 )
@@ -53,8 +55,8 @@ class FakeTime:
 
 
 def pacer(fake: FakeTime, path: Path | None = None, count: int = 3,
-          window: float = 60.0) -> Pacer:
-    return Pacer({Operation.COMMIT: PaceLimit(count, window)}, path, clock=fake)
+          window: float = 60.0, margin: float = 0.0) -> Pacer:
+    return Pacer({Operation.COMMIT: PaceLimit(count, window)}, path, clock=fake, margin=margin)
 
 
 # ---- the pacer ---------------------------------------------------------------------------
@@ -70,6 +72,15 @@ def test_a_full_window_waits_until_its_oldest_slot_leaves() -> None:
     assert fake.waits == [30.0]  # the first slot (30 s ago) leaves the 60 s window
     paced.acquire(Operation.CREATE_REPO, fake)  # type: ignore[arg-type]  # not limited
     assert fake.waits == [30.0] and paced.waits == 1
+
+
+def test_slots_are_kept_a_margin_longer_than_the_window() -> None:
+    # The Hub counts a request when it arrives, a little after the slot was taken.
+    fake = FakeTime()
+    paced = pacer(fake, count=1, margin=ARRIVAL_MARGIN_S)
+    paced.acquire(Operation.COMMIT, fake)  # type: ignore[arg-type]
+    paced.acquire(Operation.COMMIT, fake)  # type: ignore[arg-type]
+    assert fake.waits == [60.0 + ARRIVAL_MARGIN_S]
 
 
 def test_the_wait_is_logged_with_the_resume_time(caplog: pytest.LogCaptureFixture) -> None:
@@ -182,8 +193,6 @@ def client(hub: DevHub, policy: RetryPolicy, *, pacer: Pacer | None = None,
 
 
 def one_file(n: int) -> list[LocalFile]:
-    from shared.hashing import digest_bytes
-
     data = f"checkpoint {n}\n".encode()
     return [LocalFile("notes.txt", digest_bytes(data), data=data)]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
-import time
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +30,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
-    invariant,
     precondition,
     rule,
 )
@@ -44,7 +43,7 @@ from uploader.detect import CompletionDetector
 from uploader.errors import PermanentError, TransientError
 from uploader.hub import LocalFile, RemoteFile
 from uploader.pipeline import Pipeline, PipelineConfig
-from uploader.prune import PRUNING_PREFIX, Pruner, PrunePolicy
+from uploader.prune import PRUNING_PREFIX, PrunePolicy, Pruner
 from uploader.stage import Stager
 from uploader.state import StateStore
 
@@ -52,6 +51,8 @@ RUN_ID = "00000000-0000-4000-8000-000000000000"
 GENERATED = "README.md"  # the trainer's card; the uploader uploads its own instead
 LFS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 NEVER_SETTLES = 1e9  # a folder without its marker is a save under way, for as long as it lasts
+# Upload attempts: mostly fine; else refused, a damaged copy kept, or a crash at either end.
+OUTCOMES = ("ok",) * 6 + ("fail", "damaged", "crash-commit", "crash-verify")
 SCRATCH = Path("/dev/shm") if Path("/dev/shm").is_dir() else None  # tmpfs: fsync costs nothing
 
 
@@ -196,10 +197,17 @@ class PruneModel(RuleBasedStateMachine):
         self.policy = PrunePolicy()
         self.uploader: Uploader | None = None
 
-    @initialize(keep_last=st.integers(0, 3), prune_best=st.booleans())
-    def start(self, keep_last: int, prune_best: bool) -> None:
+    @initialize(keep_last=st.integers(0, 2), prune_best=st.booleans(),
+                history=st.lists(st.floats(0.5, 3.0), max_size=5))
+    def start(self, keep_last: int, prune_best: bool, history: list[float]) -> None:
+        """An uploader on a run that already saved (and uploaded) a few checkpoints."""
         self.policy = PrunePolicy(keep_last=keep_last, prune_best=prune_best)
         self.uploader = Uploader(self.out, self.hub, self.policy, self.clock)
+        for eval_loss in history:
+            self.save(eval_loss, None, "finish", None)  # type: ignore[arg-type]
+        self.up.pipeline.scan()
+        for _ in history:
+            self.upload("ok")
 
     @property
     def up(self) -> Uploader:
@@ -212,46 +220,51 @@ class PruneModel(RuleBasedStateMachine):
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- the trainer ---------------------------------------------------------------------
-    @precondition(lambda self: self.saving is None and not self.final_written)
-    @rule(eval_loss=st.floats(0.5, 3.0))
-    def start_save(self, eval_loss: float) -> None:
-        self.step += 10
-        self.saving = checkpoint_name(self.step)
-        write_checkpoint(self.out, self.step, marker=False, eval_loss=eval_loss,
-                         adapter_bytes=32, optimizer_bytes=32)
+    @precondition(lambda self: not self.final_written)
+    @rule(eval_loss=st.floats(0.5, 3.0), keep=st.none() | st.integers(1, 3),
+          how=st.sampled_from(["finish"] * 8 + ["half", "rewrite", "final"]), data=st.data())
+    def save(self, eval_loss: float, keep: int | None, how: str, data: st.DataObject) -> None:
+        """Trainer saves the next checkpoint; "half" leaves it half written (a save under
+        way); "rewrite" saves an existing step again in place (a restart without resume);
+        "final" ends training with the final adapter."""
+        if how == "final" and self.saving is None and self.step:
+            write_checkpoint(self.out, self.step, final=True, adapter_bytes=32)
+            self.final_written = True
+            return
+        if how == "rewrite" and self.saving is None and checkpoint_folders(self.out):
+            step = data.draw(st.sampled_from(sorted(checkpoint_folders(self.out).values())))
+            write_checkpoint(self.out, step, seed=data.draw(st.integers(1, 9)), eval_loss=1.0,
+                             adapter_bytes=48, optimizer_bytes=data.draw(st.integers(40, 90)))
+            return
+        if self.saving is None:
+            self.step += 10
+            self.saving = checkpoint_name(self.step)
+            write_checkpoint(self.out, self.step, marker=False, eval_loss=eval_loss,
+                             adapter_bytes=32, optimizer_bytes=32)
+        if how != "half":
+            self._finish_save(keep)
 
-    @precondition(lambda self: self.saving is not None)
-    @rule(keep=st.none() | st.integers(1, 3))
-    def finish_save(self, keep: int | None) -> None:
+    def _finish_save(self, keep: int | None) -> None:
         """Rotation (save_total_limit=keep) runs at the end of the save, then the marker."""
         assert self.saving is not None
         if keep is not None:
-            for name, _ in sorted(checkpoint_folders(self.out).items(), key=lambda kv: kv[1])[:-keep]:
+            folders = sorted(checkpoint_folders(self.out).items(), key=lambda kv: kv[1])
+            for name, _ in folders[:-keep]:
                 shutil.rmtree(self.out / name)
         write_marker(self.out, build_marker(self.out, self.saving, run_id=RUN_ID, step=self.step))
         self.saving = None
 
-    @precondition(lambda self: self.saving is None and checkpoint_folders(self.out))
-    @rule(data=st.data())
-    def rewrite_in_place(self, data: st.DataObject) -> None:
-        """A restarted run without resume saves a step again: new bytes, new sizes."""
-        name, step = data.draw(st.sampled_from(sorted(checkpoint_folders(self.out).items())))
-        write_checkpoint(self.out, step, seed=data.draw(st.integers(1, 9)), eval_loss=1.0,
-                         adapter_bytes=48, optimizer_bytes=data.draw(st.integers(40, 90)))
-
-    @precondition(lambda self: self.saving is None and not self.final_written and self.step)
-    @rule()
-    def save_final(self) -> None:
-        write_checkpoint(self.out, self.step, final=True, adapter_bytes=32)
-        self.final_written = True
-
     # -- the uploader --------------------------------------------------------------------
-    @rule()
-    def detect(self) -> None:
+    @rule(outcomes=st.lists(st.sampled_from(OUTCOMES), max_size=4),
+          prune=st.sampled_from([True, True, True, False]))
+    def watch_round(self, outcomes: list[str], prune: bool) -> None:
+        """What the watcher's loops do: detect, one upload attempt per outcome, maybe prune."""
         self.up.pipeline.scan()
+        for outcome in outcomes:
+            self.upload(outcome)
+        if prune:
+            self.prune_pass(False)
 
-    @rule(outcome=st.sampled_from(["ok", "ok", "fail", "damaged", "crash-commit",
-                                   "crash-verify"]))
     def upload(self, outcome: str) -> None:
         self.clock[0] += 10_000  # past any backoff
         self.hub.fail_next = outcome == "fail"
@@ -261,13 +274,12 @@ class PruneModel(RuleBasedStateMachine):
         try:
             if record is not None:
                 self.up.pipeline.upload(record)
+                self.up.pipeline.release(record)
         except Crash:
             self.restart()
         finally:
             self.hub.fail_next = self.hub.damage_next = False
             self.hub.crash_at = None
-            if record is not None and self.uploader is not None:
-                self.up.pipeline.release(record)
 
     @rule(index=st.integers(0, 50), drop=st.booleans())
     def damage_remote(self, index: int, drop: bool) -> None:
@@ -308,19 +320,12 @@ class PruneModel(RuleBasedStateMachine):
             assert steps[name] not in newest, f"{name} is among the newest {newest}"
             assert self.hub.holds(before[name]), f"{name} pruned but not intact on the Hub"
 
-    @invariant()
-    def nothing_half_deleted_looks_complete(self) -> None:
-        for path in self.out.iterdir():
-            assert not path.name.startswith(PRUNING_PREFIX) or self.uploader is not None
-
 
 def _crash(*args: object, **kwargs: object) -> None:
     raise Crash("after rename")
 
 
-def _never():
-    import threading
-
+def _never() -> threading.Event:
     return threading.Event()
 
 
@@ -343,4 +348,3 @@ def test_model_hub_holds_only_exact_undamaged_bytes() -> None:
     assert not hub.holds({"x.bin": b"abc", "y": b""})
     hub.damage(0, drop=False)
     assert not hub.holds({"x.bin": b"abc"})
-    assert time.time() > 0
