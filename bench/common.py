@@ -224,17 +224,19 @@ def status_rows(output_dir: Path, env: dict[str, str]) -> list[dict[str, Any]]:
 
 # -- samples of a process --------------------------------------------------------------------
 
-class PeakRss:
-    """Samples the peak RSS of a process, and separately of its descendants, in a thread."""
+class ProcessSampler:
+    """Samples a process in a thread: peak RSS (its own, and its descendants' together) and the
+    CPU it and its descendants used so far, which stays readable after the process exits."""
 
     def __init__(self, pid: int) -> None:
         self.process = psutil.Process(pid)
         self.peak = 0
         self.children_peak = 0
+        self.cpu = 0.0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="peak-rss", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
-    def __enter__(self) -> PeakRss:
+    def __enter__(self) -> ProcessSampler:
         self._thread.start()
         return self
 
@@ -247,6 +249,7 @@ class PeakRss:
             with contextlib.suppress(psutil.Error):
                 self.peak = max(self.peak, self.process.memory_info().rss)
                 self.children_peak = max(self.children_peak, self._children_rss())
+                self.cpu = max(self.cpu, cpu_seconds(self.process))
             if self._stop.wait(SAMPLE_INTERVAL_S):
                 return
 

@@ -24,18 +24,23 @@ import json
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.common import (
     USER,
     LoggedProcess,
     MiB,
+    ProcessSampler,
     Table,
     add_common_args,
     client_env,
+    cpu_seconds,
     devhub,
     fmt,
     median,
@@ -62,6 +67,7 @@ TARGET_RATIO = 1.05
 TRAIN_TIMEOUT_S = 3600.0
 DRAIN_TIMEOUT_S = 900.0
 START_TIMEOUT_S = 120.0
+DEFAULT_HUB_DIR = Path("/dev/shm")
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,9 @@ class Config:
     max_steps: int
     save_steps: int
     threads: int
+    variants: tuple[str, ...]
     work_dir: Path | None
+    hub_dir: Path | None
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,8 @@ class Sample:
     expected: int  # checkpoints + the final adapter
     on_hub: int
     drain_s: float | None  # None: something never reached the Hub
+    sidecar_cpu_s: float | None  # the uploader process, from `watching` to its exit
+    hub_cpu_s: float  # devhub, from the trainer's start to the last upload
 
 
 # -- the trainer process (`python -m bench.training_overhead child ...`) -----------------------
@@ -242,23 +252,27 @@ def run_once(variant: str, config: Config, pad_bytes: int) -> Sample:
     from huggingface_hub import HfApi
 
     with scratch(config.work_dir, "bench-train-") as root, \
-            devhub(root / "hub", throttle(config.bandwidth)) as hub:
+            scratch(config.hub_dir, "bench-train-hub-") as hub_data, \
+            devhub(hub_data, throttle(config.bandwidth)) as hub, ExitStack() as stack:
         out = root / "out"
         env = client_env(hub.url, root / "hf-home")
-        uploader = _start_sidecar(hub.url, root, out) if variant == SIDECAR else None
-        try:
-            timings = _train(variant, config, pad_bytes, root, out, env)
-            expected = timings["global_step"] // config.save_steps + 1
-            last_upload = timings["job_end"]
-            if uploader is not None:
-                last_upload = _drain(uploader, out, hub.url, root)
-        finally:
-            if uploader is not None:
-                uploader.stop()
+        uploader, sidecar = None, None
+        if variant == SIDECAR:
+            uploader = _start_sidecar(hub.url, root, out)
+            stack.callback(uploader.stop)
+            sidecar = stack.enter_context(ProcessSampler(uploader.pid))
+        hub_process = psutil.Process(hub.pid)
+        cpu_before = (cpu_seconds(hub_process), sidecar.cpu if sidecar else 0.0)
+        timings = _train(variant, config, pad_bytes, root, out, env)
+        expected = int(timings["global_step"]) // config.save_steps + 1
+        last_upload = _drain(uploader, out, hub.url, root) if uploader else timings["job_end"]
+        hub_cpu = cpu_seconds(hub_process) - cpu_before[0]
+        sidecar_cpu = sidecar.cpu - cpu_before[1] if sidecar else None
         on_hub = hub_inventory(HfApi(endpoint=hub.url, token=env["HF_TOKEN"]), variant)
     complete = on_hub >= expected and last_upload is not None
+    drain = last_upload - timings["train_end"] if complete and last_upload else None
     return Sample(variant, timings["train_end"] - timings["train_start"], expected, on_hub,
-                  last_upload - timings["train_end"] if complete and last_upload else None)
+                  drain, sidecar_cpu, hub_cpu)
 
 
 def _start_sidecar(endpoint: str, root: Path, out: Path) -> LoggedProcess:
@@ -310,10 +324,11 @@ def calibrate(config: Config) -> tuple[int, str]:
 def measure(config: Config) -> tuple[list[Sample], str]:
     pad, pad_note = calibrate(config)
     samples = []
-    for repeat, variant in rotations(VARIANTS, config.repeats):
+    for repeat, variant in rotations(config.variants, config.repeats):
         sample = run_once(variant, config, pad)
         print(f"repeat {repeat + 1}/{config.repeats} {variant}: train {sample.train_s:.1f} s, "
-              f"{sample.on_hub}/{sample.expected} on the Hub, drain {fmt(sample.drain_s, 1)} s",
+              f"{sample.on_hub}/{sample.expected} on the Hub, drain {fmt(sample.drain_s, 1)} s, "
+              f"CPU sidecar {fmt(sample.sidecar_cpu_s, 1)} s devhub {sample.hub_cpu_s:.1f} s",
               flush=True)
         samples.append(sample)
     return samples, pad_note
@@ -321,24 +336,28 @@ def measure(config: Config) -> tuple[list[Sample], str]:
 
 def table(samples: list[Sample], config: Config, pad_note: str) -> Table:
     result = Table("Training overhead", ["variant", "train s", "x (a)", "on Hub", "drain s",
-                                         "target", "met"])
+                                         "sidecar CPU s", "devhub CPU s", "target", "met"])
     result.notes += [
         f"{config.repeats} interleaved repeats, medians; train s = the `Trainer.train()` call; "
         "x (a) = median of per-repeat ratios against (a); drain s = end of train() until the "
         "last upload landed (F1 pass + final adapter included; 'never' = something was "
-        "never uploaded)",
-        f"{pad_note}; devhub throttles each LFS upload to {config.bandwidth / MiB:.0f} MiB/s",
+        "never uploaded); CPU s = user + system of the uploader process (d) and of devhub, "
+        "the stand-in for the remote Hub that shares this machine",
+        f"{pad_note}; devhub throttles each LFS upload to {config.bandwidth / MiB:.0f} MiB/s "
+        f"and keeps its data in {config.hub_dir or 'the work dir'}",
         f"tiny Llama on CPU, {config.threads} torch thread(s), "
         f"max_steps {config.max_steps} (-1 = the seed's 3 epochs), save every "
         f"{config.save_steps}; W&B off",
     ]
     base = [s.train_s for s in samples if s.variant == NONE]
-    for variant in VARIANTS:
+    for variant in config.variants:
         runs = [s for s in samples if s.variant == variant]
         ratio = median(ratios([s.train_s for s in runs], base))
         hub = f"{median([s.on_hub for s in runs]):g}/{runs[0].expected}"
+        sidecar = [s.sidecar_cpu_s for s in runs if s.sidecar_cpu_s is not None]
         result.add(variant, fmt(median([s.train_s for s in runs]), 1), fmt(ratio),
-                   hub, _drain_cell(runs), *_target(variant, ratio, runs))
+                   hub, _drain_cell(runs), fmt(median(sidecar), 1),
+                   fmt(median([s.hub_cpu_s for s in runs]), 1), *_target(variant, ratio, runs))
     return result
 
 
@@ -373,14 +392,23 @@ def parse(argv: list[str] | None) -> Config:
     # torch threads on a 2-core VM would measure CPU contention with devhub, which stands in for
     # the remote Hub, rather than the sidecar's overhead. Pass 2 to see that contention.
     parser.add_argument("--trainer-threads", type=int, default=1)
+    # The real Hub stores uploads on its own disks: devhub's writes (each object fsynced) on the
+    # trainer's disk would slow every variant's saves in a way no real upload does.
+    parser.add_argument("--hub-dir", type=Path, default=DEFAULT_HUB_DIR if
+                        DEFAULT_HUB_DIR.is_dir() else None,
+                        help="devhub's data (default: tmpfs when there is one)")
+    parser.add_argument("--variants", default="abcd",
+                        help="letters of the variants to run; (a) always runs, as the baseline")
     args = parser.parse_args(argv)
+    variants = tuple(v for v in VARIANTS if v[0] in args.variants or v == NONE)
     if args.tiny:
         args.repeats, args.max_steps, args.save_steps = 1, 6, 3
         args.pad_mb = 1.0 if args.pad_mb is None else args.pad_mb
     return Config(repeats=args.repeats, bandwidth=int(args.bandwidth_mb * MiB),
                   pad_bytes=None if args.pad_mb is None else int(args.pad_mb * MiB),
                   max_steps=args.max_steps, save_steps=args.save_steps,
-                  threads=args.trainer_threads, work_dir=args.work_dir)
+                  threads=args.trainer_threads, variants=variants, work_dir=args.work_dir,
+                  hub_dir=args.hub_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from bench.common import (
     USER,
     LoggedProcess,
     MiB,
-    PeakRss,
+    ProcessSampler,
     Table,
     add_common_args,
     client_env,
@@ -156,7 +156,7 @@ def run_sidecar(size: int, config: Config, wandb: bool = False) -> Sample:
         uploader = LoggedProcess.uploader(
             ["watch", "--output-dir", str(out), "--exit-when-done"], env, root / "uploader.log")
         try:
-            with PeakRss(uploader.pid) as rss:
+            with ProcessSampler(uploader.pid) as rss:
                 uploader.wait_for(lambda text: "watching" in text, START_TIMEOUT_S,
                                   "uploader start")
                 write_folder(out / FOLDER, size)
@@ -181,7 +181,7 @@ def run_bare(size: int, config: Config) -> Sample:
         child = LoggedProcess([sys.executable, "-m", "bench.upload_throughput", BARE_COMMAND,
                                "--folder", str(folder), "--result", str(result)],
                               client_env(hub.url, root / "hf-home"), root / "bare.log")
-        with PeakRss(child.pid) as rss:
+        with ProcessSampler(child.pid) as rss:
             code = child.wait(UPLOAD_TIMEOUT_S)
         if code != 0:
             raise RuntimeError(f"bare upload exited {code}:\n{child.output()[-3000:]}")

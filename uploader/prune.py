@@ -90,7 +90,7 @@ def plan_prune(records: Iterable[Record], folders: Iterable[FolderFacts],
     prune: list[tuple[FolderFacts, Record]] = []
     kept: list[tuple[str, str]] = []
     for folder in folders:
-        record = next((r for r in records if r.folder == folder.name and r.state is State.VERIFIED), None)
+        record = by_key.get(folder.version_key or "")
         reason = _keep_reason(folder, record, newest, best)
         if reason is None and record is not None:
             prune.append((folder, record))
@@ -188,6 +188,8 @@ class Pruner:
             plan = self.plan()
             if self.space is not None:
                 self.space.check(plan, self.enabled)
+            log.debug("prune plan", extra={"candidates": [f.name for f, _ in plan.prune],
+                                           "kept": dict(plan.kept), "blocked": plan.blocked})
             if not self.enabled or not plan.prune or self._waits(plan.blocked):
                 return result
             for folder, record in plan.prune:
@@ -210,21 +212,25 @@ class Pruner:
 
     def _prune_one(self, folder: FolderFacts, record: Record) -> Outcome:
         remote = self._check_remote(record)
-        if remote is not Outcome.PRUNED:
+        if remote is not None:
             return remote
         # Just before the rename: no save under way, and the folder is still that version.
         fresh = {f.name: f for f in self.facts()}
         if any(f.verdict is Verdict.NOT_YET for f in fresh.values()):
             return Outcome.STOP
         now = fresh.get(folder.name)
-        if now is None:
+        if now is None or now.version_key != record.version_key:
             log.info("not pruning: the folder changed or vanished since it was planned",
                      extra={"folder": folder.name})
             return Outcome.KEPT
+        # Judging every folder took a moment: a save that began meanwhile shows as a new name.
+        if {ref.name for ref in list_folders(self.output_dir)
+                if ref.kind is Kind.CHECKPOINT} - set(fresh):
+            return Outcome.STOP
         return self._remove(folder, record)
 
-    def _check_remote(self, record: Record) -> Outcome:
-        """PRUNED when the Hub still holds exactly what was verified (may go on)."""
+    def _check_remote(self, record: Record) -> Outcome | None:
+        """None when the Hub still holds exactly what was verified; else why not to prune."""
         expected = self.pipeline.expected_files(record)
         if expected is None:
             return Outcome.KEPT
@@ -237,7 +243,7 @@ class Pruner:
         if problem is not None:
             self.pipeline.reopen(record, problem)
             return Outcome.REOPENED
-        return Outcome.PRUNED
+        return None
 
     def _remove(self, folder: FolderFacts, record: Record) -> Outcome:
         source = self.output_dir / folder.name

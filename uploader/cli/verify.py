@@ -70,12 +70,12 @@ def run(settings: UploaderSettings) -> int:
         pipeline = opened.pipeline
         pipeline.events = ConsoleEvents()  # the upload block for each repaired copy
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="verify-")))
-        tally = _check_all(pipeline, settings.deep, scratch, stop)
-        _repair(pipeline, tally, stop)
+        tally = check_all(pipeline, settings.deep, scratch, stop)
+        repair(pipeline, tally, stop)
         return _verdict(pipeline, tally)
 
 
-def _check_all(pipeline: Pipeline, deep: bool, scratch: Path, stop: threading.Event) -> Tally:
+def check_all(pipeline: Pipeline, deep: bool, scratch: Path, stop: threading.Event) -> Tally:
     tally = Tally()
     for record in pipeline.records():
         if stop.is_set() or record.state not in LANDED:
@@ -165,7 +165,7 @@ def _summary(record: Record, problems: list[str], total: int) -> str | None:
             + "; ".join(problems[:5]))
 
 
-def _repair(pipeline: Pipeline, tally: Tally, stop: threading.Event) -> None:
+def repair(pipeline: Pipeline, tally: Tally, stop: threading.Event) -> None:
     """Back to `pending` (or `failed` when the local copy is gone), then upload again now."""
     for record, problem in tally.damaged:
         record = pipeline.reopen(record, problem)
