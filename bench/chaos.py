@@ -224,7 +224,7 @@ class Campaign:
         self.logs.append(path)
         command = [sys.executable, "-m", "uploader", "watch", "--output-dir", str(out),
                    "--prune", "--keep-last", "1", *extra]
-        return subprocess.Popen(command, env=self.env(hub), stdout=open(path, "wb"),  # noqa: SIM115
+        return subprocess.Popen(command, env=self.env(hub), stdout=open(path, "wb"),
                                 stderr=subprocess.STDOUT, cwd=REPO_ROOT)
 
     def phase_crashes(self, hub: DevHub, out: Path) -> Witness:

@@ -120,9 +120,7 @@ def read_metrics(folder_path: Path) -> dict[str, float]:
         if not isinstance(entry, dict):
             continue
         for key, value in entry.items():
-            if key.startswith("eval_") and isinstance(value, int | float):
-                metrics[key] = float(value)
-            elif key in ("loss", "train_loss") and isinstance(value, int | float):
+            if (key.startswith("eval_") and isinstance(value, int | float)) or (key in ("loss", "train_loss") and isinstance(value, int | float)):
                 metrics[key] = float(value)
     if isinstance(state.get("epoch"), int | float):
         metrics["epoch"] = float(state["epoch"])

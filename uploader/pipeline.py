@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, cast
+from typing import cast
 
 from shared.hashing import FileDigest, digest_bytes, digest_file
 from shared.layout import FolderRef, Kind, list_folders
@@ -34,13 +34,17 @@ from uploader.detect import CompletionDetector, Detection, FolderVersion, Verdic
 from uploader.errors import (
     AuthError,
     PermanentError,
+    RateLimitedError,
     StagingError,
     TransientError,
     UploaderError,
     VerificationError,
 )
+from uploader.events import Events, ExpectedFile, NoEvents, UploadResult
 from uploader.hub import HubClient, LocalFile
 from uploader.modelcard import render_model_card
+from uploader.pacing import PacingInterrupted
+from uploader.retry import resume_time
 from uploader.stage import StagedFolder, Stager
 from uploader.state import Record, State, StateStore
 from uploader.verify import compare, verify_commit
@@ -68,60 +72,6 @@ class PipelineConfig:
     round_backoff: float = 60.0
     round_backoff_max: float = 1800.0
     source_host: str = field(default_factory=socket.gethostname)
-
-
-@dataclass(frozen=True)
-class UploadResult:
-    record: Record
-    seconds: float
-    bytes: int
-    adopted: bool
-    files: tuple[ManifestFile, ...] = ()  # what the manifest lists: path, size, sha256
-
-
-@dataclass(frozen=True)
-class ExpectedFile:
-    """One file a verified commit must hold (the `LocalFile` fields `compare` reads)."""
-
-    path_in_repo: str
-    digest: FileDigest
-
-
-class Events(Protocol):
-    """What the pipeline reports (W&B, pruning, the console block); must never raise or block."""
-
-    def verified(self, result: UploadResult) -> None: ...
-
-    def failed(self, record: Record, error: UploaderError) -> None: ...
-
-
-class NoEvents:
-    def verified(self, result: UploadResult) -> None:
-        pass
-
-    def failed(self, record: Record, error: UploaderError) -> None:
-        pass
-
-
-class FanoutEvents:
-    """Several listeners; one that raises is logged and never stops the others or the upload."""
-
-    def __init__(self, *targets: Events) -> None:
-        self.targets = targets
-
-    def verified(self, result: UploadResult) -> None:
-        for target in self.targets:
-            try:
-                target.verified(result)
-            except Exception:
-                log.exception("event listener failed", extra={"listener": type(target).__name__})
-
-    def failed(self, record: Record, error: UploaderError) -> None:
-        for target in self.targets:
-            try:
-                target.failed(record, error)
-            except Exception:
-                log.exception("event listener failed", extra={"listener": type(target).__name__})
 
 
 class Pipeline:
@@ -364,6 +314,8 @@ class Pipeline:
         return self.hub.commit(record.repo_id, files, message), False
 
     def _failed(self, record: Record, error: UploaderError) -> Record:
+        if isinstance(error, RateLimitedError | PacingInterrupted):
+            return self._postponed(record, error)
         fields: dict[str, object] = {"last_error": error.one_line(),
                                      "error_class": type(error).__name__}
         if isinstance(error, VerificationError) and record.attempts < IMMEDIATE_REUPLOADS:
@@ -388,6 +340,19 @@ class Pipeline:
     def update(self, record: Record, **fields: object) -> Record:
         """Record a transition made outside the upload story (pruned, deleted)."""
         return self._update(record, **fields)
+
+    def _postponed(self, record: Record, error: UploaderError) -> Record:
+        """A rate limit (or a stop during a pacing wait) is no failure: the checkpoint goes back
+        to `pending`, due again when the Hub said, and this attempt is not counted."""
+        wait = error.wait_seconds if isinstance(error, RateLimitedError) else 0.0
+        wait = wait or self.config.round_backoff
+        record = self._update(record, state=State.PENDING, attempts=max(record.attempts - 1, 0),
+                              next_attempt_at=self.clock() + wait, last_error=error.one_line(),
+                              error_class=type(error).__name__)
+        log.warning("upload postponed by a rate limit", extra={
+            "step": record.step, "repo_id": record.repo_id, "retry_in": round(wait, 1),
+            "resume_at": resume_time(wait)})
+        return record
 
     def _update(self, record: Record, **fields: object) -> Record:
         with self._store_lock:

@@ -37,7 +37,8 @@ from shared.fsutil import fsync_dir
 from shared.layout import Kind, list_folders
 from uploader.detect import Verdict
 from uploader.errors import UploaderError
-from uploader.pipeline import Pipeline, UploadResult
+from uploader.events import UploadResult
+from uploader.pipeline import Pipeline
 from uploader.retention import DEFAULT_METRIC, LIVE, best_record
 from uploader.state import Record, State
 

@@ -16,16 +16,16 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from shared.env import TokenError, read_token
 from shared.run_info import RunInfo, RunInfoError, read_run_info
 from uploader.detect import CompletionDetector
 from uploader.errors import AuthError, ConfigError, TransientError
+from uploader.events import Events
 from uploader.hub import HubClient, HubConfig, Identity
 from uploader.lock import StateLock
 from uploader.pacing import PACING_FILENAME, Pacer, pacer_from_limits
-from uploader.pipeline import FINISHED, Events, Pipeline, PipelineConfig
+from uploader.pipeline import FINISHED, Pipeline, PipelineConfig
 from uploader.retry import RetryPolicy, call_with_retry
 from uploader.settings import Transfer, UploaderSettings
 from uploader.stage import DEFAULT_DENYLIST, Stager
@@ -66,12 +66,6 @@ def check_rank(environ: Mapping[str, str], any_rank: bool = False) -> None:
                               "upload partial checkpoints", RANK_HINT)
 
 
-def _setting(settings: UploaderSettings, name: str, default: Any) -> Any:
-    # Settings added with the Kubernetes/rate-limit work; read defensively so this module works
-    # with the settings model before and after those fields exist.
-    return getattr(settings, name, default)
-
-
 def check_output_dir(settings: UploaderSettings, must_exist: bool) -> Path:
     out = settings.output_dir
     if out.exists() and not out.is_dir():
@@ -110,8 +104,7 @@ def make_hub(settings: UploaderSettings, tokens: Callable[[], str],
 
 def make_pacer(settings: UploaderSettings, state_dir: Path | None) -> Pacer | None:
     """The client-side caps on repo creations and commits per hour; None when both are 0."""
-    return pacer_from_limits(int(_setting(settings, "max_commits_per_hour", 0)),
-                             int(_setting(settings, "max_repos_per_hour", 0)),
+    return pacer_from_limits(settings.max_commits_per_hour, settings.max_repos_per_hour,
                              state_dir / PACING_FILENAME if state_dir is not None else None)
 
 
@@ -174,7 +167,7 @@ class Opened:
 def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapping[str, str],
                   wait_for_hub: bool, stop: threading.Event | None = None,
                   events: Events | None = None) -> Opened:
-    check_rank(environ, bool(_setting(settings, "any_rank", False)))
+    check_rank(environ, settings.any_rank)
     check_output_dir(settings, must_exist=not wait_for_hub)
     tokens = token_provider(environ)
     state_dir = settings.resolved_state_dir

@@ -73,6 +73,12 @@ class UploaderSettings(BaseSettings):
     retry_attempts: int = _opt(6, "attempts per call within one round", UPLOADING)
     retry_max_wait: float = _opt(30.0, "longest backoff between attempts of a round (s)", UPLOADING)
     max_rate_limit_wait: float = _opt(3600.0, "longest announced rate-limit wait honoured (s)", UPLOADING)
+    max_commits_per_hour: int = _opt(0, "client-side cap on commits per hour, e.g. this job's "
+                                     "share of an account's limit (0: none)", UPLOADING)
+    max_repos_per_hour: int = _opt(0, "client-side cap on repo creations per hour (0: none)",
+                                   UPLOADING)
+    any_rank: bool = _opt(False, "run even where RANK/NODE_RANK is not 0 (only if they are not "
+                          "a training rank here)", UPLOADING)
     round_backoff: float = _opt(60.0, "first wait before a failed checkpoint's next round (s)",
                                 ("watch", "backfill"))
     round_backoff_max: float = _opt(1800.0, "longest wait between rounds (s)", ("watch", "backfill"))
@@ -153,7 +159,8 @@ class UploaderSettings(BaseSettings):
             raise ValueError(f"must not be negative, not {value}")
         return value
 
-    @field_validator("keep_last", "keep_best", "keep_latest")
+    @field_validator("keep_last", "keep_best", "keep_latest", "max_commits_per_hour",
+                     "max_repos_per_hour")
     @classmethod
     def _count(cls, value: int) -> int:
         if value < 0:

@@ -14,12 +14,19 @@ from shared.manifest import MANIFEST_FILENAME
 from shared.markers import read_marker
 from shared.naming import folder_timestamp, make_repo_name
 from tests.support.checkpoints import folder_bytes
+from tests.support.processes import kill_leftovers
 
 USER, TOKEN = "alice", "hf_alice_write_token_0123456789"
 READ_TOKEN = "hf_alice_read_token_0123456789"
 OTHER, OTHER_TOKEN = "bob", "hf_bob_write_token_0123456789"
 PREFIX = "llama3-medical-ner"
 GENERATED = {"README.md", MANIFEST_FILENAME, ".gitattributes"}
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_uploaders() -> Iterator[None]:
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture

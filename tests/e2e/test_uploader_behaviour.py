@@ -85,7 +85,7 @@ def test_status_health_follows_the_watcher(hub, tmp_path):
                            tmp_path / "watch.log").start()
     try:
         wait_for(lambda: run_uploader(health, env).returncode == 0, 60, "a healthy watcher")
-        assert run_uploader(health + ["--health-max-age", "0"], env).returncode == 1
+        assert run_uploader([*health, "--health-max-age", "0"], env).returncode == 1
     finally:
         proc.stop()
     assert run_uploader(health, env).returncode == 1

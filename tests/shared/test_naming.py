@@ -2,7 +2,7 @@ import os
 from datetime import UTC, datetime
 
 import pytest
-from huggingface_hub.utils import HFValidationError, validate_repo_id
+from huggingface_hub.utils import validate_repo_id
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -75,14 +75,10 @@ def test_validation_agrees_with_client(text):
         make_repo_name("user", text, Kind.FINAL, None, WHEN)
     except RepoNameError:
         ok = False
+    # Our rules may be stricter than the client's (ASCII only), never looser: whatever we
+    # accept, the client accepts too.
     if ok:
         validate_repo_id(f"user/{text}-lora-final-20251104_143022")
-    else:
-        # Our rules may be stricter than the client's (ASCII only), never looser.
-        try:
-            validate_repo_id(f"user/{text}")
-        except HFValidationError:
-            pass
 
 
 def test_timestamp_recomputable_from_folder(tmp_path):

@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import weakref
 from pathlib import Path
+from typing import ClassVar
 
 from tests.support.waiting import wait_for
 
@@ -38,7 +40,13 @@ def uploader_env(endpoint: str, token: str | None, **extra: str) -> dict[str, st
 
 
 class UploaderProcess:
-    """`python -m uploader <args>` with its output in a log file."""
+    """`python -m uploader <args>` with its output in a log file.
+
+    Every started process is remembered in `started`, so a fixture can kill what a failing
+    test left running (`kill_leftovers`).
+    """
+
+    started: ClassVar[weakref.WeakSet[UploaderProcess]] = weakref.WeakSet()
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.args = args
@@ -50,6 +58,7 @@ class UploaderProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "uploader", *self.args],
                                          env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        UploaderProcess.started.add(self)
         return self
 
     @property
@@ -92,3 +101,9 @@ def run_uploader(args: list[str], env: dict[str, str], timeout: float = 120
                  ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "uploader", *args], env=env, text=True,
                           capture_output=True, timeout=timeout)
+
+
+def kill_leftovers() -> None:
+    for proc in list(UploaderProcess.started):
+        if proc.running():
+            proc.kill9()

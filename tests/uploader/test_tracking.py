@@ -24,7 +24,7 @@ from shared.run_info import start_run
 from tests.support.waiting import wait_for
 from tests.support.wandb_records import OfflineRun, read_runs
 from uploader.errors import TransientError
-from uploader.pipeline import UploadResult
+from uploader.events import UploadResult
 from uploader.settings import UploaderSettings
 from uploader.state import Record, State, StateStore
 from uploader.tracking import (

@@ -9,7 +9,8 @@ from contextlib import ExitStack
 from typing import TextIO
 
 from uploader.errors import UploaderError
-from uploader.pipeline import FanoutEvents, UploadResult, pending_work
+from uploader.events import FanoutEvents, UploadResult
+from uploader.pipeline import pending_work
 from uploader.service import Opened
 from uploader.settings import UploaderSettings
 from uploader.state import Record

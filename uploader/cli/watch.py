@@ -21,8 +21,9 @@ from contextlib import ExitStack
 from shared.layout import Kind
 from uploader.cli import EXIT_FAILED, EXIT_OK
 from uploader.cli.console import TRACKING_CLOSE_TIMEOUT, attach_events, stop_on_signals
+from uploader.events import FanoutEvents
 from uploader.logs import quiet_progress_bars, setup_logging
-from uploader.pipeline import FanoutEvents, Pipeline, pending_work
+from uploader.pipeline import Pipeline, pending_work
 from uploader.prune import PrunePolicy, Pruner, SpaceWatch
 from uploader.service import Opened, open_pipeline, read_run
 from uploader.settings import UploaderSettings

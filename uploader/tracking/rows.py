@@ -10,7 +10,7 @@ from shared.layout import Kind
 from uploader.state import State
 
 if TYPE_CHECKING:
-    from uploader.pipeline import UploadResult
+    from uploader.events import UploadResult
     from uploader.state import Record
 
 ARTIFACT_TYPE = "model"

@@ -28,7 +28,7 @@ from uploader.tracking.config import Mode, TrackingConfig, scrub_config, scrub_s
 
 if TYPE_CHECKING:
     from uploader.errors import UploaderError
-    from uploader.pipeline import UploadResult
+    from uploader.events import UploadResult
     from uploader.settings import UploaderSettings
     from uploader.state import Record
 
