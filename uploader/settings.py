@@ -87,7 +87,7 @@ class UploaderSettings(BaseSettings):
     denylist: list[str] = _opt([], "extra file patterns never uploaded (added to .env, *.pem, ...)",
                                ("watch", "backfill"))
     wait_for_lock: bool = _opt(False, "wait for another uploader on this state dir instead of exiting",
-                               ("watch", "backfill"))
+                               ("watch", "backfill", "verify", "cleanup"))
 
     poll: bool = _opt(False, "polling observer (NFS, Docker Desktop bind mounts) instead of inotify",
                       ("watch",))
@@ -98,8 +98,8 @@ class UploaderSettings(BaseSettings):
                                 ("watch",))
     run_end_grace: float = _opt(60.0, "after the run ended, wait this long for folders still settling (s)",
                                 ("watch",))
-    prune: bool = _opt(False, "delete local checkpoints once verified (keeps --keep-last and the best)",
-                       ("watch",))
+    prune: bool = _opt(False, "delete local checkpoints once verified (keeps --keep-last, the best "
+                       "and the final; leave the trainer's save_total_limit unset)", ("watch",))
     keep_last: int = _opt(1, "newest checkpoints never pruned", ("watch",))
     prune_best: bool = _opt(False, "allow pruning the best checkpoint by eval_loss", ("watch",))
     free_space_warning: float = _opt(0.1, "warn when free space on the output dir falls below this "
@@ -113,7 +113,7 @@ class UploaderSettings(BaseSettings):
     deep: bool = _opt(False, "download and hash every file instead of comparing remote hashes",
                       ("verify",))
     metric: str = _opt("eval_loss", "metric that ranks checkpoints (lower is better)",
-                       ("best", "cleanup"))
+                       ("best", "cleanup", "status", "watch"))
     keep_best: int = _opt(1, "cleanup: best checkpoint repos kept", ("cleanup",))
     keep_latest: int = _opt(1, "cleanup: newest checkpoint repos kept", ("cleanup",))
     yes: bool = _opt(False, "cleanup: really delete the planned repos", ("cleanup",))
