@@ -1,8 +1,9 @@
 """The end of a completed run: final adapter, F1 evaluation, then the final marker.
 
-Order matters to the uploader: the folder is complete only once its marker exists, so the old
-marker goes first, the adapter is written to a temporary folder and renamed to `final/`,
-`eval_results.json` is added, and only then the marker is written (step = final global step).
+Order matters to the uploader: the old marker goes first; the adapter, the tokenizer and
+`eval_results.json` are all written to a temporary folder, which is renamed to `final/` only
+when it is complete (so no look at `final/` ever sees it half-written); only then the marker is
+written (step = final global step).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,13 @@ class F1Request:
     max_new_tokens: int
 
 
-def save_adapter(model: Any, tokenizer: Any, output_dir: Path) -> Path:
-    """Write adapter, adapter config and tokenizer to `<output_dir>/final` (replacing it)."""
+def save_adapter(model: Any, tokenizer: Any, output_dir: Path,
+                 before_publish: Callable[[Path], None] | None = None) -> Path:
+    """Write adapter, adapter config and tokenizer to `<output_dir>/final` (replacing it).
+
+    `before_publish(folder)` may add files (the evaluation) to the folder before it is renamed
+    into place.
+    """
     output_dir = Path(output_dir)
     final_dir = output_dir / FINAL_DIRNAME
     remove_marker(output_dir, FINAL_DIRNAME)
@@ -46,6 +52,8 @@ def save_adapter(model: Any, tokenizer: Any, output_dir: Path) -> Path:
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        if before_publish is not None:
+            before_publish(staging)
         if final_dir.exists():
             shutil.rmtree(final_dir)
         os.replace(staging, final_dir)
@@ -71,9 +79,10 @@ def finalize(
     request: F1Request, extra: dict[str, Any],
 ) -> F1Results:
     """Final adapter, `eval_results.json` in it, then the final marker; returns the F1."""
-    final_dir = save_adapter(model, tokenizer, output_dir)
     results = evaluate_f1(model, tokenizer, request)
-    write_results(final_dir, results, {"step": step, "run_id": run_id, **extra})
+    final_dir = save_adapter(model, tokenizer, output_dir, before_publish=lambda folder:
+                             write_results(folder, results, {"step": step, "run_id": run_id,
+                                                             **extra}))
     marker = build_marker(output_dir, FINAL_DIRNAME, run_id=run_id, step=step)
     write_marker(output_dir, marker)
     log.info("final adapter complete", extra={"path": str(final_dir), "step": step})

@@ -182,8 +182,13 @@ class CompletionDetector:
 
     def __init__(self, output_dir: Path, settle_seconds: float, *,
                  clock: Callable[[], float] = time.time,
-                 abandoned_after: float = ABANDONED_AFTER_SECONDS) -> None:
+                 abandoned_after: float = ABANDONED_AFTER_SECONDS,
+                 markers_expected: Callable[[], bool] = lambda: False) -> None:
         self.output_dir = Path(output_dir)
+        # While a trainer that writes markers is running, only its marker says "complete": the
+        # settle rules would also pass a folder the trainer has paused in (the final adapter
+        # while the F1 evaluation runs). Once the run ended, they judge what has no marker.
+        self.markers_expected = markers_expected
         self.settle_seconds = settle_seconds
         self.abandoned_after = max(abandoned_after, settle_seconds)
         self._clock = clock
@@ -231,6 +236,8 @@ class CompletionDetector:
             if marker is not None:
                 version = self._version(ref, folder, scan, marker.step, marker)
                 return Detection(Verdict.COMPLETE, version, "completion marker matches")
+            if self.markers_expected():
+                raise _Verdict(Verdict.NOT_YET, "waiting for the trainer's completion marker")
             step = self._settled_step(ref, folder, scan)
             if not _same(scan_folder(folder), scan):
                 raise _Verdict(Verdict.NOT_YET, "folder changed while it was checked")

@@ -154,6 +154,12 @@ def read_run(settings: UploaderSettings) -> RunInfo | None:
         return None
 
 
+def run_in_progress(settings: UploaderSettings) -> bool:
+    """True while a trainer that writes run info (and so markers) has not ended its run."""
+    run = read_run(settings)
+    return run is not None and not run.ended
+
+
 @dataclass
 class Opened:
     """What a command holds while it runs; closed by the ExitStack that opened it."""
@@ -183,7 +189,8 @@ def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapp
         output_dir=settings.output_dir, namespace=namespace, prefix=settings.repo_prefix,
         base_model=run.base_model if run else None, run_id=run.run_id if run else None,
         round_backoff=settings.round_backoff, round_backoff_max=settings.round_backoff_max)
-    detector = CompletionDetector(settings.output_dir, settings.settle_seconds)
+    detector = CompletionDetector(settings.output_dir, settings.settle_seconds,
+                                  markers_expected=lambda: run_in_progress(settings))
     stager = Stager(settings.staging_dir, tuple(DEFAULT_DENYLIST) + tuple(settings.denylist))
     live = {r.version_key for r in store.all() if r.state not in FINISHED}
     for removed in stager.reconcile(live):

@@ -110,13 +110,14 @@ def test_polling_observer_and_json_logs(hub, api, tmp_path):
 
 
 def test_folder_without_marker_waits_for_the_settle_window(hub, api, tmp_path):
+    # A trainer without our callback writes neither markers nor run info.
     out = tmp_path / "out"
-    info = start_run(out, base_model="tiny", resume=False)
+    out.mkdir()
     proc = UploaderProcess(["watch", "--output-dir", str(out), "--settle-seconds", "3"],
                            uploader_env(hub.url, TOKEN), tmp_path / "watch.log").start()
     try:
         proc.wait_output("watching", 60)
-        folder = write_checkpoint(out, 50, run_id=info.run_id, marker=False)
+        folder = write_checkpoint(out, 50, run_id=None, marker=False)
         written = max(p.stat().st_mtime for p in folder.iterdir())
         wait_for(lambda: repos(api), 60, "the upload")
         created = time.time()
@@ -124,3 +125,21 @@ def test_folder_without_marker_waits_for_the_settle_window(hub, api, tmp_path):
     finally:
         proc.stop()
     assert os.path.isdir(folder)
+
+
+def test_while_the_run_is_in_progress_only_markers_count(hub, api, tmp_path):
+    """A folder the trainer paused in (the final adapter during its F1 evaluation) looks
+    settled; with run info saying the run is on, only the marker may declare it complete."""
+    out = tmp_path / "out"
+    info = start_run(out, base_model="tiny", resume=False)
+    proc = UploaderProcess(["watch", "--output-dir", str(out), "--settle-seconds", "0.5",
+                            "--exit-when-done", "--log-level", "DEBUG"],
+                           uploader_env(hub.url, TOKEN), tmp_path / "watch.log").start()
+    write_checkpoint(out, 50, run_id=info.run_id, marker=False, final=True)
+    proc.wait_output("waiting for the trainer's completion marker", 60)
+    assert repos(api) == []
+    write_marker(out, build_marker(out, "final", run_id=info.run_id, step=50))
+    wait_for(lambda: repos(api), 60, "the final adapter's upload")
+    finish_run(out, Outcome.COMPLETED)
+    assert proc.wait(60) == 0, proc.output()
+    assert repos(api) == [expected_repo(out, "final")]
