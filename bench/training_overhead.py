@@ -2,6 +2,7 @@
 
     python -m bench.training_overhead [--repeats 3] [--bandwidth-mb 16] [--pad-mb auto]
                                       [--max-steps -1] [--save-steps 50] [--trainer-threads 1]
+                                      [--variants abcd] [--hub-dir /dev/shm]
 
 The seed's numbers (450 steps, a checkpoint every 50: 9 checkpoints + the final adapter), each
 checkpoint padded so that uploading it through devhub's throttle takes about one save interval,
@@ -11,10 +12,10 @@ four ways: (a) no uploads; (b) the seed's callback (`upload_folder` inside `on_s
 
 Per run: training wall time (the `Trainer.train()` call) / (a) of the same repeat, what is on
 the Hub at the end, and the time from the end of `train()` until the last upload landed (the
-final adapter is written after `train()` in every variant). Each run is its own trainer process
-against its own devhub; the trainer itself is `trainer.train.run`, with a `Trainer` subclass that
-writes the padding as part of the optimizer state (so it is in the folder before Trainer's own
-push and before the completion marker) and times `train()`.
+final adapter is written after `train()` in every variant), plus the CPU the sidecar and devhub
+used. Each run is its own trainer process (`bench.trainer_child`) against its own devhub, which
+keeps its data on tmpfs at the lowest priority: it stands in for the remote Hub, whose disks and
+CPU are not the training node's.
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ def table(samples: list[Sample], config: Config, pad_note: str) -> Table:
         ratio = median(ratios([s.train_s for s in runs], base))
         hub = f"{median([s.on_hub for s in runs]):g}/{runs[0].expected}"
         sidecar = [s.sidecar_cpu_s for s in runs if s.sidecar_cpu_s is not None]
-        result.add(variant, fmt(median([s.train_s for s in runs]), 1), fmt(ratio),
+        result.add(variant, fmt(median([s.train_s for s in runs]), 1), fmt(ratio, 3),
                    hub, _drain_cell(runs), fmt(median(sidecar), 1),
                    fmt(median([s.hub_cpu_s for s in runs]), 1), *_target(variant, ratio, runs))
     return result

@@ -192,6 +192,8 @@ class Pipeline:
         """Records to attempt now, in step order; the final adapter only after checkpoints."""
         with self._store_lock:
             due = self.store.due(self.clock())
+            if not due:  # the idle case: do not read every record back each second
+                return due
             unfinished_checkpoints = any(
                 r.kind is Kind.CHECKPOINT and r.state in (State.PENDING, State.UPLOADING,
                                                           State.UPLOADED)

@@ -179,7 +179,9 @@ class Pruner:
         return plan_prune(self.pipeline.records(), self.facts(), self.policy)
 
     def check_space(self) -> None:
-        if self.space is not None:
+        # Building a plan stats every folder and reads every record: only when the warning
+        # could change (free space is low, or was low and may have recovered).
+        if self.space is not None and self.space.may_change():
             self.space.check(self.plan(), self.enabled)
 
     def run_pass(self) -> PassResult:
@@ -285,6 +287,11 @@ class SpaceWatch:
         self.threshold = threshold
         self.disk_usage = disk_usage
         self.low = False
+
+    def may_change(self) -> bool:
+        """Whether `check` could log anything now (one cheap statvfs)."""
+        total, _used, free = self.disk_usage(self.output_dir)
+        return self.low or (free / total if total else 1.0) < self.threshold
 
     def check(self, plan: PrunePlan, pruning: bool) -> bool:
         total, _used, free = self.disk_usage(self.output_dir)

@@ -197,6 +197,9 @@ class Watcher:
         detections = self.pipeline.scan()
         self.incomplete = {n for n, d in detections.items() if d.verdict is Verdict.NOT_YET}
         self.full_scans += 1
+        if self.full_scans == 1:
+            log.info("first scan done", extra={"folders": len(detections),
+                                               "incomplete": len(self.incomplete)})
         self.scanned_once.set()
         self.work.set()
 
