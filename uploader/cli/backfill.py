@@ -8,19 +8,17 @@ unreachable endpoint after its retries is 1). `--dry-run` prints the plan and ch
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from contextlib import ExitStack
 
 from shared.layout import list_folders
 from uploader.cli import EXIT_FAILED, EXIT_OK
-from uploader.cli.console import attach_events, stop_on_signals
+from uploader.cli.console import attach_events, one_pass
 from uploader.detect import CompletionDetector, Verdict
-from uploader.errors import TransientError
-from uploader.logs import quiet_progress_bars, setup_logging
+from uploader.logs import setup_logging
 from uploader.pipeline import FINISHED, IMMEDIATE_REUPLOADS, Pipeline
-from uploader.service import check_output_dir, open_pipeline
+from uploader.service import check_output_dir
 from uploader.settings import UploaderSettings
 from uploader.state import DB_FILENAME, State, StateStore
 
@@ -32,18 +30,12 @@ SETTLE_MARGIN = 2.0
 
 
 def run(settings: UploaderSettings) -> int:
-    setup_logging(settings.log_level, settings.log_format)
-    quiet_progress_bars()
     if settings.dry_run:
+        setup_logging(settings.log_level, settings.log_format)
         return _plan(settings)
-    stop = threading.Event()
-    stop_on_signals(stop)
     with ExitStack() as stack:
-        try:
-            opened = open_pipeline(settings, stack, environ=os.environ, wait_for_hub=False,
-                                   stop=stop)
-        except TransientError as exc:
-            log.error("Hub endpoint unreachable", extra={"error": exc.one_line()})
+        opened, stop = one_pass(settings, stack)
+        if opened is None:
             return EXIT_FAILED
         attach_events(opened, settings, stack)
         incomplete = _settle(opened.pipeline, settings, stop)

@@ -73,3 +73,26 @@ def attach_events(opened: Opened, settings: UploaderSettings, stack: ExitStack):
     stack.callback(tracker.close, TRACKING_CLOSE_TIMEOUT)  # LIFO: closes before the store
     pipeline.events = FanoutEvents(ConsoleEvents(), tracker)
     return tracker
+
+
+def one_pass(settings: UploaderSettings, stack: ExitStack) -> tuple[Opened | None, threading.Event]:
+    """What `backfill` and `verify` start with: logs, signals, and the pipeline opened without
+    waiting for the Hub (None, logged, when it stays unreachable after its retries)."""
+    import logging
+    import os
+
+    from uploader.errors import TransientError
+    from uploader.logs import quiet_progress_bars, setup_logging
+    from uploader.service import open_pipeline
+
+    setup_logging(settings.log_level, settings.log_format)
+    quiet_progress_bars()
+    stop = threading.Event()
+    stop_on_signals(stop)
+    try:
+        return open_pipeline(settings, stack, environ=os.environ, wait_for_hub=False,
+                             stop=stop), stop
+    except TransientError as exc:
+        logging.getLogger("uploader.cli").error("Hub endpoint unreachable",
+                                                extra={"error": exc.one_line()})
+        return None, stop

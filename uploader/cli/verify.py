@@ -12,7 +12,6 @@ Like `backfill`, it takes the writer's lock: stop `watch` first (or pass --wait-
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import threading
 from contextlib import ExitStack
@@ -23,12 +22,10 @@ from typing import TYPE_CHECKING
 from shared.hashing import digest_file
 from shared.manifest import ManifestError
 from uploader.cli import EXIT_FAILED, EXIT_OK
-from uploader.cli.console import ConsoleEvents, stop_on_signals
-from uploader.errors import TransientError, UploaderError
-from uploader.logs import quiet_progress_bars, setup_logging
+from uploader.cli.console import ConsoleEvents, one_pass
+from uploader.errors import UploaderError
 from uploader.pipeline import IMMEDIATE_REUPLOADS, Pipeline
 from uploader.retention import LANDED, LIVE
-from uploader.service import open_pipeline
 from uploader.settings import UploaderSettings
 from uploader.state import Record, State
 
@@ -56,16 +53,9 @@ class Tally:
 
 
 def run(settings: UploaderSettings) -> int:
-    setup_logging(settings.log_level, settings.log_format)
-    quiet_progress_bars()
-    stop = threading.Event()
-    stop_on_signals(stop)
     with ExitStack() as stack:
-        try:
-            opened = open_pipeline(settings, stack, environ=os.environ, wait_for_hub=False,
-                                   stop=stop)
-        except TransientError as exc:
-            log.error("Hub endpoint unreachable", extra={"error": exc.one_line()})
+        opened, stop = one_pass(settings, stack)
+        if opened is None:
             return EXIT_FAILED
         pipeline = opened.pipeline
         pipeline.events = ConsoleEvents()  # the upload block for each repaired copy
