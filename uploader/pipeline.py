@@ -102,6 +102,7 @@ class Pipeline:
         # snapshot exists: the upload side takes this lock to wait for staging to finish.
         self._stage_lock = threading.RLock()
         self._claim_lock = threading.Lock()
+        self._digests: dict[str, dict[str, FileDigest]] = {}  # version_key -> path -> digest
         self._in_flight: set[int] = set()
         # Completed folders admitted so far: a new one means the trainer just finished a save
         # (and its rotation), the moment the watcher lets the pruner run.
@@ -244,6 +245,7 @@ class Pipeline:
                               upload_seconds=seconds, bytes=size, last_error=None,
                               error_class=None, next_attempt_at=None)
         self.stager.remove(record.version_key)
+        self._digests.pop(record.version_key, None)
         self._update(record, staged=False)
         log.info("checkpoint verified", extra={
             "step": record.step, "repo_id": record.repo_id, "url": record.url, "bytes": size,
@@ -272,17 +274,23 @@ class Pipeline:
                     "version, the new one will be uploaded", extra={"folder": record.folder,
                                                                    "repo_id": record.repo_id})
         self.stager.remove(record.version_key)
+        self._digests.pop(record.version_key, None)
         return self._update(record, state=State.SUPERSEDED, staged=False,
                             last_error="content changed after completion")
 
     def _prepare(self, record: Record, staged: StagedFolder) -> list[LocalFile]:
         """Hash each staged byte once; add the generated model card and the manifest."""
         files: list[LocalFile] = []
+        # A later attempt (a failed round, a re-upload after a bad verification) reuses the
+        # digests: `stager.unchanged` is checked around every attempt, so they still hold.
+        known = self._digests.setdefault(record.version_key, {})
         for stat in staged.files:
             if stat.path == MODEL_CARD:
                 continue  # PEFT's card often has metadata the Hub rejects; ours replaces it
             local = staged.path / stat.path
-            files.append(LocalFile(stat.path, digest_file(local), local_path=local))
+            if stat.path not in known:
+                known[stat.path] = digest_file(local)
+            files.append(LocalFile(stat.path, known[stat.path], local_path=local))
         card = render_model_card(
             repo_id=record.repo_id, base_model=self.config.base_model, kind=record.kind,
             step=record.step, run_id=record.run_id or self.config.run_id, metrics=record.metrics,

@@ -26,7 +26,7 @@ from uploader.hub import HubClient, HubConfig, Identity
 from uploader.lock import StateLock
 from uploader.pacing import PACING_FILENAME, Pacer, pacer_from_limits
 from uploader.pipeline import FINISHED, Pipeline, PipelineConfig
-from uploader.retry import RetryPolicy, call_with_retry
+from uploader.retry import RetryPolicy
 from uploader.settings import Transfer, UploaderSettings
 from uploader.stage import DEFAULT_DENYLIST, Stager
 from uploader.state import StateStore
@@ -139,10 +139,8 @@ def _whoami(hub: HubClient, *, wait: bool, stop: threading.Event | None) -> Iden
                 raise
             log.warning("Hub endpoint not reachable yet; waiting",
                         extra={"error": exc.one_line(), "retry_in": delay})
-            if stop is not None and stop.wait(delay):
+            if (stop or threading.Event()).wait(delay):
                 raise
-            if stop is None:
-                threading.Event().wait(delay)
             delay = min(delay * 2, STARTUP_BACKOFF_MAX)
 
 
@@ -177,11 +175,13 @@ def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapp
     check_output_dir(settings, must_exist=not wait_for_hub)
     tokens = token_provider(environ)
     state_dir = settings.resolved_state_dir
-    store = StateStore.open(state_dir)
-    stack.callback(store.close)
+    # The lock first: a second uploader must not even initialise the database while the
+    # first one holds it (concurrent WAL set-up can fail with "database is locked").
     lock = StateLock(state_dir)
     lock.acquire(wait=settings.wait_for_lock)
     stack.callback(lock.release)
+    store = StateStore.open(state_dir)
+    stack.callback(store.close)
     hub = make_hub(settings, tokens, stop, make_pacer(settings, state_dir))
     namespace = connect(hub, settings, wait=wait_for_hub, stop=stop)
     run = read_run(settings)
@@ -199,5 +199,5 @@ def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapp
     return Opened(store=store, pipeline=pipeline, namespace=namespace, hub=hub)
 
 
-__all__ = ["Opened", "call_with_retry", "check_output_dir", "check_rank", "connect",
+__all__ = ["Opened", "check_output_dir", "check_rank", "connect",
            "make_pacer", "open_pipeline", "read_run", "token_provider"]

@@ -118,7 +118,6 @@ class Watcher:
         self.wakeups = Wakeups()
         self.work = threading.Event()
         self.last_loop = time.time()
-        self.scanned_once = threading.Event()
         self.incomplete: set[str] = set()
         self.full_scans = 0
         self._busy = 0  # upload loops inside a pass
@@ -200,7 +199,6 @@ class Watcher:
         if self.full_scans == 1:
             log.info("first scan done", extra={"folders": len(detections),
                                                "incomplete": len(self.incomplete)})
-        self.scanned_once.set()
         self.work.set()
 
     def _judge(self, names: set[str]) -> None:
