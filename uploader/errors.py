@@ -6,6 +6,7 @@
     |   +-- RateLimitedError      429 with a wait the Hub announced (Retry-After / RateLimit t=)
     +-- PermanentError            retrying cannot help: 401, 403, invalid name, quota, other 4xx
     |   +-- AuthError             401/403: re-read the token file, retry next round, never storm
+    |   +-- XetUnavailableError   the endpoint has no Xet storage (404 on its Xet token route)
     +-- VerificationError         the remote copy does not match the local bytes
     +-- StagingError              the snapshot of a folder could not be made (space, permissions)
     +-- LockHeldError             another uploader holds the state dir
@@ -46,6 +47,10 @@ class PermanentError(UploaderError):
 
 class AuthError(PermanentError):
     """401/403: the token is invalid, read-only, or cannot write this namespace."""
+
+
+class XetUnavailableError(PermanentError):
+    """The endpoint serves no Xet token route: with `--transfer auto`, LFS is used instead."""
 
 
 class VerificationError(UploaderError):

@@ -5,11 +5,12 @@ repo_info, paths-info nor the commit POST) and raises only `uploader.errors` typ
 asked from `token_provider` for every call, so a rotated secret file takes effect at once, and it
 is registered with `retry.register_secret` so no message ever shows it.
 
-Two settings of huggingface_hub are process-global, and `HubClient` sets both:
-- the HTTP client factory (`set_client_factory`), to give every request connect/read timeouts
-  (the client sets none: a stalled server would hang an upload forever);
-- `constants.HF_HUB_DISABLE_XET`, read at call time, to choose Xet or plain LFS transfers.
-One process should therefore hold one configuration; the last `HubClient` built wins.
+The HTTP client factory of huggingface_hub is process-global (`set_client_factory`): `HubClient`
+installs one that gives every request connect/read timeouts (the client sets none: a stalled
+server would hang an upload forever). The transfer (Xet or plain LFS, `uploader.transfer`) is
+chosen per client and held only for the duration of each call (`hfcompat.xet_switch`). With
+`--transfer auto`, the first commit to an endpoint asks its Xet token route once; a 404 there
+means a server without Xet storage, and the client says so once and uses LFS from then on.
 
 Writes that the Hub rate-limits per account (repo creation, the commit POST) first take a slot
 from the optional `Pacer` (`uploader.pacing`), on every attempt. Rate limits the Hub answered are
@@ -27,26 +28,35 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
-from huggingface_hub import CommitOperationAdd, HfApi, constants, set_client_factory
+from huggingface_hub import CommitOperationAdd, HfApi, set_client_factory
 from huggingface_hub.errors import (
+    HfHubHTTPError,
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 from huggingface_hub.file_download import hf_hub_url
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.utils import get_session, hf_raise_for_status
-from huggingface_hub.utils._http import hf_request_event_hook
+from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
 from shared.hashing import FileDigest
 from shared.manifest import MANIFEST_FILENAME, Manifest
-from uploader.errors import AuthError, ConfigError, RateLimitedError, StagingError, UploaderError
+from uploader.errors import (
+    AuthError,
+    ConfigError,
+    RateLimitedError,
+    StagingError,
+    UploaderError,
+    XetUnavailableError,
+)
+from uploader.hfcompat import declare_sha256, request_event_hook, xet_switch
 from uploader.pacing import Operation, Pacer
 from uploader.retry import (
     NAMESPACE_HINT,
     READ_ONLY_HINT,
     RetryPolicy,
     call_with_retry,
+    classify,
     one_line,
     register_secret,
 )
@@ -70,7 +80,8 @@ class HubConfig:
     private: bool = True
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
-    use_xet: bool = False  # False: plain LFS (devhub, and HF_HUB_DISABLE_XET semantics)
+    use_xet: bool = True  # False: plain LFS (see uploader.transfer.choose_transfer)
+    xet_fallback: bool = False  # --transfer auto: an endpoint without Xet gets LFS
 
 
 @dataclass(frozen=True)
@@ -140,7 +151,7 @@ def install_timeouts(connect_timeout: float, read_timeout: float) -> None:
         def factory() -> httpx2.Client:
             # Mirrors huggingface_hub's default factory, plus the timeouts.
             return httpx2.Client(
-                event_hooks={"request": [hf_request_event_hook]},
+                event_hooks={"request": [request_event_hook]},
                 follow_redirects=True,
                 timeout=httpx2.Timeout(read_timeout, connect=connect_timeout),
             )
@@ -177,8 +188,10 @@ class HubClient:
         self._api = HfApi(endpoint=self.endpoint, library_name=LIBRARY_NAME)
         self._identity: Identity | None = None
         self._identity_lock = threading.Lock()
+        # None until the first commit asked the endpoint (auto only); then True or False.
+        self._xet_served: bool | None = None if config.xet_fallback else config.use_xet
+        self._xet_lock = threading.Lock()
         install_timeouts(config.connect_timeout, config.read_timeout)
-        self._apply_transfer_setting()
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -195,9 +208,8 @@ class HubClient:
         register_secret(token)
         return token
 
-    def _apply_transfer_setting(self) -> None:
-        # Read by huggingface_hub at call time (utils._runtime.is_xet_available).
-        constants.HF_HUB_DISABLE_XET = not self.config.use_xet
+    def _headers(self) -> dict[str, str]:
+        return build_hf_headers(token=self._token(), library_name=LIBRARY_NAME)
 
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
         counted: list[UploaderError] = []  # 429s of this call already in `rate_limits`
@@ -317,8 +329,7 @@ class HubClient:
 
     def _fetch_small_file(self, repo_id: str, path: str, revision: str | None) -> bytes | None:
         url = hf_hub_url(repo_id, path, revision=revision, endpoint=self.endpoint)
-        headers = self._api._build_hf_headers(token=self._token())
-        response = get_session().get(url, headers=headers)
+        response = get_session().get(url, headers=self._headers())
         try:
             hf_raise_for_status(response)
         except (RepositoryNotFoundError, RevisionNotFoundError, RemoteEntryNotFoundError):
@@ -327,8 +338,51 @@ class HubClient:
 
     def download(self, repo_id: str, revision: str, path: str, dest_dir: Path) -> Path:
         """One file at `revision` into `dest_dir` (kept at its repo path); its local path."""
-        return Path(self._retry(f"download {repo_id}/{path}", lambda: self._api.hf_hub_download(
-            repo_id, path, revision=revision, local_dir=dest_dir, token=self._token())))
+        def fetch() -> str:
+            with xet_switch(self.config.use_xet):
+                return self._api.hf_hub_download(repo_id, path, revision=revision,
+                                                 local_dir=dest_dir, token=self._token())
+
+        return Path(self._retry(f"download {repo_id}/{path}", fetch))
+
+    # -- transfer -------------------------------------------------------------------------
+
+    @property
+    def transfer(self) -> str:
+        """"xet" or "lfs" as used now; "xet?" while auto has not asked the endpoint yet."""
+        served = self._xet_served
+        return "xet?" if served is None else ("xet" if served else "lfs")
+
+    def _uses_xet(self, repo_id: str) -> bool:
+        """Whether commits go through Xet; asks the endpoint once when the choice is auto."""
+        if self._xet_served is not None:
+            return self._xet_served
+        with self._xet_lock:
+            if self._xet_served is None:
+                served = self._retry(f"check Xet storage at {self.endpoint}",
+                                     lambda: self._xet_route_answers(repo_id))
+                if not served:
+                    self._fall_back_to_lfs()
+                self._xet_served = served
+            return self._xet_served
+
+    def _xet_route_answers(self, repo_id: str) -> bool:
+        url = f"{self.endpoint}/api/models/{repo_id}/xet-write-token/main"
+        response = get_session().get(url, headers=self._headers())
+        try:
+            hf_raise_for_status(response)
+        except RepositoryNotFoundError:
+            raise
+        except HfHubHTTPError as exc:
+            if exc.response is not None and exc.response.status_code == 404:
+                return False
+            raise
+        return True
+
+    def _fall_back_to_lfs(self) -> None:
+        self._xet_served = False
+        log.info("%s has no Xet storage (404 on its Xet token route): uploading with plain LFS",
+                 self.endpoint, extra={"endpoint": self.endpoint, "transfer": "lfs"})
 
     # -- commits --------------------------------------------------------------------------
 
@@ -341,22 +395,40 @@ class HubClient:
         what = f"commit {len(files)} files to {repo_id}"
 
         def attempt() -> str:
-            self._apply_transfer_setting()
-            # Fresh operations each attempt: huggingface_hub mutates them while committing.
-            operations = [_operation(f) for f in files]
+            use_xet = self._uses_xet(repo_id)
             self._pace(Operation.COMMIT, what)
-            info = self._api.create_commit(repo_id, operations, commit_message=message,
-                                           token=self._token())
-            return str(info.oid)
+            try:
+                return self._create_commit(repo_id, files, message, use_xet)
+            except Exception as exc:
+                if not (use_xet and self.config.xet_fallback and isinstance(
+                        classify(exc, what), XetUnavailableError)):
+                    raise
+            self._fall_back_to_lfs()  # the route vanished since we asked: once, then LFS
+            return self._create_commit(repo_id, files, message, use_xet=False)
 
         sha = self._retry(what, attempt)
         log.info("committed %s to %s", sha[:12], repo_id,
-                 extra={"repo_id": repo_id, "commit": sha, "files": len(files)})
+                 extra={"repo_id": repo_id, "commit": sha, "files": len(files),
+                        "transfer": self.transfer})
         return sha
 
+    def _create_commit(self, repo_id: str, files: list[LocalFile], message: str,
+                       use_xet: bool) -> str:
+        # Fresh operations each attempt: huggingface_hub mutates them while committing.
+        operations = [_operation(f, declare_hash=not use_xet) for f in files]
+        with xet_switch(use_xet):
+            info = self._api.create_commit(repo_id, operations, commit_message=message,
+                                           token=self._token())
+        return str(info.oid)
 
-def _operation(file: LocalFile) -> CommitOperationAdd:
-    """A CommitOperationAdd that reuses the caller's sha256 instead of re-reading the file."""
+
+def _operation(file: LocalFile, declare_hash: bool) -> CommitOperationAdd:
+    """A CommitOperationAdd for one staged file.
+
+    For LFS it reuses the caller's sha256 instead of re-reading the file. For Xet it does not:
+    hf_xet then hashes the bytes it actually reads for the upload, so the sha256 the Hub lists
+    is evidence about those bytes, not an echo of our claim (verification compares the two).
+    """
     source: str | bytes = str(file.local_path) if file.local_path is not None else file.data or b""
     try:
         operation = CommitOperationAdd(path_in_repo=file.path_in_repo, path_or_fileobj=source)
@@ -368,7 +440,8 @@ def _operation(file: LocalFile) -> CommitOperationAdd:
             f"{file.path_in_repo} changed since it was hashed "
             f"({file.digest.size} -> {operation.upload_info.size} bytes)",
             "the folder is staged and hashed again next round")
-    operation.upload_info.sha256 = bytes.fromhex(file.digest.sha256)
+    if declare_hash:
+        declare_sha256(operation, file.digest.sha256)
     return operation
 
 

@@ -26,10 +26,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-import httpx
 import httpx2
 from huggingface_hub.errors import (
     BadRequestError,
@@ -38,7 +38,7 @@ from huggingface_hub.errors import (
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
 )
-from huggingface_hub.utils._http import _parse_retry_after, parse_ratelimit_headers
+from huggingface_hub.utils import parse_ratelimit_headers
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from uploader.errors import (
@@ -49,6 +49,7 @@ from uploader.errors import (
     TransientError,
     UploaderError,
 )
+from uploader.xet_errors import classify_xet
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,14 +73,12 @@ TRANSIENT_HINT = "the Hub or the network failed; the uploader retries with backo
 
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     httpx2.TransportError,
-    httpx.TransportError,
     TimeoutError,
     ConnectionError,
 )
 _STATUS_ERRORS: tuple[type[BaseException], ...] = (
     HfHubHTTPError,
     httpx2.HTTPStatusError,
-    httpx.HTTPStatusError,
 )
 _RECOGNISED = (*_STATUS_ERRORS, *_TRANSPORT_ERRORS, HFValidationError)
 _HUB_TOKEN_RE = re.compile(r"\b(hf|api_org)_[A-Za-z0-9]{8,}")
@@ -168,6 +167,9 @@ def classify(exc: BaseException, what: str) -> UploaderError:
                            "unset HF_HUB_OFFLINE: the uploader needs the Hub")
     cause = _find_cause(exc)
     wrapper = "" if cause is exc else f"{one_line(str(exc), 120)}: "
+    xet = classify_xet(cause, what, one_line(str(cause)) or "no details")
+    if xet is not None:
+        return xet
     if isinstance(cause, _STATUS_ERRORS):
         return _classify_status(cause, what, wrapper)
     if isinstance(cause, _TRANSPORT_ERRORS):
@@ -195,7 +197,7 @@ def _find_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def _status_of(exc: BaseException) -> tuple[int | None, httpx2.Response | httpx.Response | None]:
+def _status_of(exc: BaseException) -> tuple[int | None, httpx2.Response | None]:
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     return (status if isinstance(status, int) else None), response
@@ -216,7 +218,7 @@ def _classify_status(exc: BaseException, what: str, wrapper: str) -> UploaderErr
     if status in RETRYABLE_STATUS or status >= SERVER_ERROR_MIN:
         return TransientError(f"{base}: {detail}" if detail else base, TRANSIENT_HINT)
     if status in (401, 403) and not isinstance(exc, RepositoryNotFoundError):
-        return _auth_error(status, detail, f"{what} failed: {wrapper}", _host_of(response))
+        return auth_error(status, detail, f"{what} failed: {wrapper}", _host_of(response))
     if isinstance(exc, RepositoryNotFoundError):
         return PermanentError(f"{base}: repository not found or not visible to this token",
                               "check the repo id and that the token can read it")
@@ -225,7 +227,8 @@ def _classify_status(exc: BaseException, what: str, wrapper: str) -> UploaderErr
     return PermanentError(f"{base}: {detail}" if detail else base, hint)
 
 
-def _auth_error(status: int, detail: str, prefix: str, host: str) -> AuthError:
+def auth_error(status: int, detail: str, prefix: str, host: str) -> AuthError:
+    """The one line for a 401/403, whichever service answered it (Hub API or Xet)."""
     low = detail.lower()
     if status == 401:
         return AuthError(f"{prefix}the token was rejected by {host} (HTTP 401: invalid "
@@ -257,8 +260,23 @@ def _announced_wait(response: object) -> float | None:
     info = parse_ratelimit_headers(headers)
     if info is not None and info.remaining == 0:
         return float(info.reset_in_seconds)
-    retry_after = _parse_retry_after(headers)
-    return float(retry_after) if retry_after is not None else None
+    return parse_retry_after(headers.get("Retry-After"))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """`Retry-After` as seconds: delay-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _host_of(response: object) -> str:

@@ -27,9 +27,10 @@ from uploader.lock import StateLock
 from uploader.pacing import PACING_FILENAME, Pacer, pacer_from_limits
 from uploader.pipeline import FINISHED, Pipeline, PipelineConfig
 from uploader.retry import RetryPolicy
-from uploader.settings import Transfer, UploaderSettings
+from uploader.settings import UploaderSettings
 from uploader.stage import DEFAULT_DENYLIST, Stager
 from uploader.state import StateStore
+from uploader.transfer import choose_transfer
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +94,16 @@ def token_provider(environ: Mapping[str, str]) -> Callable[[], str]:
     return current
 
 
-def make_hub(settings: UploaderSettings, tokens: Callable[[], str],
+def make_hub(settings: UploaderSettings, tokens: Callable[[], str], environ: Mapping[str, str],
              stop: threading.Event | None = None, pacer: Pacer | None = None) -> HubClient:
+    choice = choose_transfer(settings.transfer, environ)
+    log.info("transfer: %s (%s)", choice.name, choice.reason,
+             extra={"transfer": choice.name, "reason": choice.reason,
+                    "falls_back_to_lfs": choice.may_fall_back})
     config = HubConfig(endpoint=settings.endpoint, token_provider=tokens,
                        private=settings.private, connect_timeout=settings.connect_timeout,
                        read_timeout=settings.read_timeout,
-                       use_xet=settings.transfer is Transfer.XET)
+                       use_xet=choice.use_xet, xet_fallback=choice.may_fall_back)
     return HubClient(config, retry_policy(settings), stop=stop, pacer=pacer)
 
 
@@ -182,7 +187,7 @@ def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapp
     stack.callback(lock.release)
     store = StateStore.open(state_dir)
     stack.callback(store.close)
-    hub = make_hub(settings, tokens, stop, make_pacer(settings, state_dir))
+    hub = make_hub(settings, tokens, environ, stop, make_pacer(settings, state_dir))
     namespace = connect(hub, settings, wait=wait_for_hub, stop=stop)
     run = read_run(settings)
     config = PipelineConfig(

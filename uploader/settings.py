@@ -25,8 +25,9 @@ DEFAULT_OUTPUT_DIR = Path("./llama3-medical-ner-lora")
 
 
 class Transfer(enum.StrEnum):
-    XET = "xet"  # the Hub's default transfer, used in production
-    LFS = "lfs"  # plain LFS: what devhub speaks
+    AUTO = "auto"  # as huggingface_hub decides, falling back to LFS where a server has no Xet
+    XET = "xet"  # the Hub's default transfer
+    LFS = "lfs"  # plain git-LFS
 
 
 class LogFormat(enum.StrEnum):
@@ -66,7 +67,8 @@ class UploaderSettings(BaseSettings):
     log_level: str = _opt("INFO", "logging level")
 
     private: bool = _opt(True, "create repos private (public needs --no-private)", UPLOADING)
-    transfer: Transfer = _opt(Transfer.XET, "xet (production) or lfs (plain LFS, devhub)", UPLOADING)
+    transfer: Transfer = _opt(Transfer.AUTO, "auto (Xet unless HF_HUB_DISABLE_XET=1 or the server has "
+                              "no Xet, then LFS), xet, or lfs", UPLOADING)
     settle_seconds: float = _opt(30.0, "quiet time before a folder without a marker counts as complete",
                                  ("watch", "backfill"))
     concurrency: int = _opt(1, "checkpoints uploaded at once (1 keeps step order)", ("watch", "backfill"))

@@ -100,16 +100,23 @@ def test_recommitting_the_same_files_posts_no_commit_and_returns_the_head(
     assert len(requests_to(devhub, "POST", f"/api/models/{repo_id}/commit/")) == 1
 
 
-def test_commit_uses_the_callers_hash_and_refuses_a_changed_file(
+def test_lfs_commit_uses_the_callers_hash_and_refuses_a_changed_file(
         make_local_files: LocalFilesFactory) -> None:
     (local,) = make_local_files({"weights.bin": os.urandom(1000)})
-    operation = _operation(local)
+    operation = _operation(local, declare_hash=True)
     assert operation.upload_info.is_hashed  # no second read of the file for its sha256
     assert operation.upload_info.sha256.hex() == local.digest.sha256
     assert local.local_path is not None
     local.local_path.write_bytes(os.urandom(1001))  # changed after it was hashed
     with pytest.raises(StagingError, match="changed since it was hashed"):
-        _operation(local)
+        _operation(local, declare_hash=True)
+
+
+def test_xet_commit_leaves_the_sha256_to_the_bytes_read(
+        make_local_files: LocalFilesFactory) -> None:
+    # hf_xet then computes it from what it uploads: the Hub's sha256 checks ours, not echoes it.
+    (local,) = make_local_files({"weights.bin": os.urandom(1000)})
+    assert not _operation(local, declare_hash=False).upload_info.is_hashed
 
 
 def test_local_file_needs_exactly_one_source(make_local_files: LocalFilesFactory) -> None:

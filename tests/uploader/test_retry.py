@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 
-import httpx
 import httpx2
 import pytest
 from huggingface_hub.errors import HFValidationError, OfflineModeIsEnabled
@@ -18,6 +17,7 @@ from uploader.errors import (
     StagingError,
     TransientError,
     UploaderError,
+    XetUnavailableError,
 )
 from uploader.retry import RetryPolicy, call_with_retry, classify, register_secret, scrub
 
@@ -52,12 +52,35 @@ def lfs_failure(cause: BaseException) -> RuntimeError:
         return exc
 
 
+def xet_error(status: str | None, path: str = "/v1/xorbs/default/abc") -> ConnectionError:
+    """What hf_xet 1.8 raises for an HTTP failure (seen against devhub): a builtin
+    ConnectionError whose message alone carries the status."""
+    if status is None:
+        return ConnectionError("Network error: Request error: error sending request for url "
+                               f"(http://127.0.0.1:9/_xet/n{path}): connection closed")
+    kind = "client" if status.startswith("4") else "server"
+    return ConnectionError(f"Network error: Request error: HTTP status {kind} error ({status}), "
+                           f"domain: http://127.0.0.1:9{path}")
+
+
+TOKEN_ROUTE = "/api/models/alice/r/xet-write-token/main"
+
 CASES = [
     # (exception, expected class, words the message must contain)
+    (xet_error("404 Not Found", TOKEN_ROUTE), XetUnavailableError, ["no Xet storage"]),
+    (xet_error("401 Unauthorized", TOKEN_ROUTE), AuthError, ["401", "rejected"]),
+    (xet_error("403 Forbidden"), AuthError, ["403"]),
+    (xet_error("503 Service Unavailable"), TransientError, ["Xet", "503"]),
+    (xet_error("500 Internal Server Error"), TransientError, ["500"]),
+    (xet_error("429 Too Many Requests"), RateLimitedError, ["429"]),
+    (xet_error("400 Bad Request", "/v1/shards"), TransientError, ["refused", "400"]),
+    (xet_error("413 Payload Too Large"), PermanentError, ["413"]),
+    (xet_error(None), TransientError, ["connection closed"]),
+    (xet_error("404 Not Found", "/v1/reconstructions/abc"), TransientError, ["404"]),
     (httpx2.ConnectError("connection refused"), TransientError, ["ConnectError"]),
     (httpx2.ReadTimeout("timed out"), TransientError, ["ReadTimeout"]),
     (httpx2.RemoteProtocolError("peer closed"), TransientError, ["RemoteProtocolError"]),
-    (httpx.ConnectTimeout("slow"), TransientError, ["ConnectTimeout"]),
+    (httpx2.ConnectTimeout("slow"), TransientError, ["ConnectTimeout"]),
     (ConnectionResetError("reset by peer"), TransientError, ["ConnectionResetError"]),
     (hub_error(408), TransientError, ["408"]),
     (hub_error(500), TransientError, ["500"]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -90,10 +91,21 @@ def describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def configure_xet(settings: UploaderSettings) -> None:
+    """hf_xet reads `HF_XET_*` when its session starts: derive them from our settings first."""
+    from uploader.transfer import xet_environment
+
+    os.environ.update(xet_environment(
+        state_dir=settings.resolved_state_dir, connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout, retry_attempts=settings.retry_attempts,
+        retry_max_wait=settings.retry_max_wait, environ=os.environ))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)
+        configure_xet(settings)
         module = importlib.import_module(f"uploader.cli.{args.command}")
         return int(module.run(settings))
     except LockHeldError as exc:

@@ -74,7 +74,7 @@ def _from_hub(settings: UploaderSettings, run_id: str | None) -> Answer | None:
     # huggingface_hub is heavy to import; only this road needs it.
     from uploader.service import make_hub, token_provider
 
-    hub = make_hub(settings, token_provider(os.environ))
+    hub = make_hub(settings, token_provider(os.environ), os.environ)
     namespace = settings.namespace or hub.whoami().name
     repo = best_remote(survey(hub, namespace, settings.repo_prefix), run_id, settings.metric)
     if repo is None:

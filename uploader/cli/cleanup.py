@@ -42,7 +42,7 @@ def run(settings: UploaderSettings) -> int:
             opened = open_pipeline(settings, stack, environ=os.environ, wait_for_hub=False)
             hub, namespace, store = opened.hub, opened.namespace, opened.store
         else:  # a plan only: no lock, so it can run next to `watch`
-            hub = make_hub(settings, token_provider(os.environ))
+            hub = make_hub(settings, token_provider(os.environ), os.environ)
             namespace = settings.namespace or hub.whoami().name
         items = plan_cleanup(survey(hub, namespace, settings.repo_prefix), run_id,
                              keep_best=settings.keep_best, keep_latest=settings.keep_latest,
