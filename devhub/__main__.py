@@ -20,6 +20,7 @@ from .damage import apply_damage
 from .ratelimit import RateLimiter, parse_rate_limit
 from .server import serve
 from .wire import HubError
+from .xet_auth import DEFAULT_TOKEN_TTL_S
 
 log = logging.getLogger("devhub")
 
@@ -52,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CHUNK_SIZE,
         help="LFS objects larger than this go multipart, in parts of this size",
     )
+    parser.add_argument(
+        "--no-xet",
+        action="store_true",
+        help="serve LFS only: the Xet token endpoints answer 404, as on a Hub without Xet",
+    )
+    parser.add_argument(
+        "--xet-token-ttl",
+        type=int,
+        default=DEFAULT_TOKEN_TTL_S,
+        metavar="SECONDS",
+        help="lifetime of the Xet access tokens devhub hands out",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -64,6 +77,8 @@ def _config(args: argparse.Namespace) -> AppConfig:
         admin_token=args.admin_token,
         seed=args.seed,
         multipart_chunk_size=args.multipart_chunk_size,
+        xet=not args.no_xet,
+        xet_token_ttl=args.xet_token_ttl,
     )
 
 
@@ -102,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("listening on %s:%s, data in %s", host, port, config.data_dir)
     if limiter is not None:
         log.info("rate limits: %s", args.rate_limit)
+    log.info("xet: %s", f"on, tokens live {config.xet_token_ttl}s" if config.xet else "off")
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -14,6 +14,8 @@ from .faults import FaultEngine
 from .reqlog import RequestLog
 from .storage import Repo, RepoKey, Storage
 from .wire import BodyReader, HubError
+from .xet_auth import DEFAULT_TOKEN_TTL_S
+from .xet_store import XetStore
 
 DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
 REPO_TYPE_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -28,6 +30,8 @@ class AppConfig:
     admin_token: str | None = None
     seed: int = 0
     multipart_chunk_size: int = DEFAULT_CHUNK_SIZE
+    xet: bool = True  # False: an LFS-only server (--no-xet), its Xet token endpoints answer 404
+    xet_token_ttl: int = DEFAULT_TOKEN_TTL_S
 
 
 class App:
@@ -35,6 +39,8 @@ class App:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.storage = Storage(config.data_dir)
+        # Kept with --no-xet too: `damage` can still reach files stored by an earlier Xet run.
+        self.xet = XetStore(config.data_dir / "xet")
         self.directory = Directory.build(config.users, config.orgs)
         self.faults = FaultEngine(config.seed)
         self.reqlog = RequestLog(config.data_dir / "requests.jsonl")

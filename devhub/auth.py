@@ -80,6 +80,12 @@ class Directory:
             raise HubError(401, INVALID_TOKEN_MESSAGE)
         return user
 
+    def by_name(self, name: str) -> User | None:
+        """Some token's user of that name (the write one when the user has several)."""
+        found = [u for u in self.users.values() if u.name == name]
+        found.sort(key=lambda u: u.role is not Role.WRITE)
+        return found[0] if found else None
+
     def is_namespace(self, name: str) -> bool:
         return name in self.orgs or any(u.name == name for u in self.users.values())
 

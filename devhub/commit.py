@@ -18,6 +18,7 @@ from .hashing import lfs_pointer_sha1
 from .storage import COMMIT_ID_RE, Commit, Repo, TreeEntry, regular_entry
 from .trees import preupload_oid
 from .wire import BodyReader, HubError, Response, json_response
+from .xet import committable_file, file_intact
 from .yaml_check import validate_card
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,12 @@ def _apply(app: App, repo: Repo, tree: dict[str, TreeEntry], op: Operation) -> N
 
 
 def _lfs_entry(app: App, repo: Repo, op: Operation) -> TreeEntry:
-    """Only objects this repo received may be committed: a known sha256 opens nothing else."""
+    """Only content this repo received may be committed: a known sha256 opens nothing else.
+
+    Received means an LFS upload through this repo's batch tickets, or a Xet shard uploaded with
+    this repo's write token declaring that sha256 (taken as declared, never re-hashed, as on the
+    Hub). When both exist the Xet copy wins unless only the LFS copy is intact.
+    """
     sha256 = op.sha256 or ""
     path = app.storage.objects.lfs_path(sha256) if len(sha256) == 64 else None
     size = (
@@ -194,11 +200,23 @@ def _lfs_entry(app: App, repo: Repo, op: Operation) -> TreeEntry:
         if isinstance(op.size, int)
         else (path.stat().st_size if path and path.is_file() else -1)
     )
-    if sha256 not in repo.lfs_objects or not app.storage.objects.has_lfs(sha256, size):
+    lfs_ok = sha256 in repo.lfs_objects and app.storage.objects.has_lfs(sha256, size)
+    xet_file = committable_file(app, repo, sha256, op.size) if len(sha256) == 64 else None
+    if xet_file is not None and (
+        not lfs_ok or file_intact(app, xet_file) or not app.storage.objects.lfs_intact(sha256)
+    ):
+        return TreeEntry(
+            xet_file.size,
+            lfs_pointer_sha1(sha256, xet_file.size),
+            sha256,
+            xet_hash=xet_file.file_hash,
+        )
+    if not lfs_ok:
         raise HubError(
             400,
             f"Your push was rejected because an LFS pointer pointed to a file that does not exist "
-            f"in this repo: {op.path} (sha256 {sha256}). Upload it through the LFS batch API first.",
+            f"in this repo: {op.path} (sha256 {sha256}). Upload it through the LFS batch API "
+            f"or Xet first.",
         )
     return TreeEntry(size, lfs_pointer_sha1(sha256, size), sha256)
 

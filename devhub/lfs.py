@@ -110,7 +110,8 @@ def _batch_object(app: App, req: Request, repo: Repo, obj: dict, multipart: bool
             "size": size if isinstance(size, int) else 0,
             "error": {"code": 422, "message": "oid must be a sha256 and size an integer >= 0"},
         }
-    if oid in repo.lfs_objects and app.storage.objects.has_lfs(oid, size):
+    objects = app.storage.objects
+    if oid in repo.lfs_objects and objects.has_lfs(oid, size) and objects.lfs_intact(oid):
         return {"oid": oid, "size": size}  # this repo already has it: nothing to upload
     chunk = app.config.multipart_chunk_size
     ticket = Ticket(repo.key, oid, size, chunk if multipart and size > chunk else 0)

@@ -53,12 +53,25 @@ class ObjectStore:
         path = self.lfs_path(sha256)
         return path.is_file() and path.stat().st_size == size
 
+    @staticmethod
+    def damage_marker(path: Path) -> Path:
+        """Written next to an object by the `corrupt` damage: its bytes no longer match its name.
+
+        Hashing a large object on every batch call would be too slow, so the damage says so.
+        """
+        return path.with_name(path.name + ".damaged")
+
+    def lfs_intact(self, sha256: str) -> bool:
+        return not self.damage_marker(self.lfs_path(sha256)).exists()
+
     def put_blob(self, content: bytes) -> str:
-        """Store a regular file's content; returns its git sha1."""
+        """Store a regular file's content (again, when the stored copy is damaged); its git sha1."""
         sha1 = git_blob_sha1(content)
         path = self.blob_path(sha1)
-        if not path.exists():
+        marker = self.damage_marker(path)
+        if not path.exists() or marker.exists():
             atomic_write_bytes(path, content)
+            marker.unlink(missing_ok=True)
         return sha1
 
     def stage(self, chunks: Iterable[bytes]) -> StagedFile:
@@ -84,6 +97,7 @@ class ObjectStore:
         final = self.lfs_path(staged.sha256)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged.path, final)
+        self.damage_marker(final).unlink(missing_ok=True)  # fresh verified bytes repair it
         return final
 
     def discard(self, staged: StagedFile) -> None:

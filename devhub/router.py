@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import admin, api_files, api_repos, commit, lfs
+from . import admin, api_files, api_repos, commit, lfs, xet
 from .app import App, Request
 from .wire import HubError, Response
 
@@ -14,6 +14,8 @@ Handler = Callable[..., Response]
 _T = r"(models|datasets|spaces)"
 _REPO = _T + r"/([^/]+)/([^/]+)"
 ADMIN_PREFIX = "/_devhub/"
+_CAS = xet.STORAGE_PREFIX + "/([^/]+)"
+_H = xet.HEX64
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,14 @@ ROUTES = [
     _r("POST", f"/api/{_REPO}/preupload/([^/]+)", commit.preupload),
     _r("POST", f"/api/{_REPO}/commit/([^/]+)", commit.post_commit),
     _r("POST", r"/(?:(datasets|spaces)/)?([^/]+)/([^/]+)\.git/info/lfs/objects/batch", lfs.batch),
+    _r("GET", f"/api/{_REPO}/xet-write-token/([^/]+)", xet.write_token),
+    _r("GET", f"/api/{_REPO}/xet-read-token/([^/]+)", xet.read_token),
+    _r("GET", f"{_CAS}/v1/chunks/([^/]+)/{_H}", xet.dedup_query),
+    _r("POST", f"{_CAS}/v1/xorbs/([^/]+)/{_H}", xet.upload_xorb),
+    _r("POST", f"{_CAS}/v1/shards", xet.upload_shard),
+    _r("GET", f"{_CAS}/v1/reconstructions/{_H}", xet.reconstruction),
+    _r("GET", rf"{_CAS}/fetch/{_H}/(\d+)/([0-9a-f]+)", xet.fetch_xorb),
+    _r("POST", f"{_CAS}/v1/telemetry", xet.telemetry),
     _r("PUT", "/_lfs/([^/]+)", lfs.put_object),
     _r("POST", "/_lfs/([^/]+)", lfs.complete_multipart),
     _r("PUT", r"/_lfs/([^/]+)/part/(\d+)", lfs.put_part),

@@ -70,12 +70,16 @@ class RepoKey:
 
 @dataclass(frozen=True)
 class TreeEntry:
-    """One file of a commit. `oid` is the git sha1 (of the pointer file for LFS files)."""
+    """One file of a commit. `oid` is the git sha1 (of the pointer file for LFS files).
+
+    `xet_hash` is set for a file stored in Xet (its `sha256` is then the one the client declared).
+    """
 
     size: int
     oid: str
     sha256: str | None = None
     damaged: bool = False
+    xet_hash: str | None = None
 
     @property
     def is_lfs(self) -> bool:
@@ -87,11 +91,19 @@ class TreeEntry:
             out["sha256"] = self.sha256
         if self.damaged:
             out["damaged"] = True
+        if self.xet_hash is not None:
+            out["xet_hash"] = self.xet_hash
         return out
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> TreeEntry:
-        return cls(raw["size"], raw["oid"], raw.get("sha256"), bool(raw.get("damaged", False)))
+        return cls(
+            raw["size"],
+            raw["oid"],
+            raw.get("sha256"),
+            bool(raw.get("damaged", False)),
+            raw.get("xet_hash"),
+        )
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,9 @@ class Repo:
     refs: dict[str, str]
     lfs_objects: set[str]
     folder: Path
+    # Xet file hash -> the sha256 its shard declared (None if the client skipped it), in the order
+    # they were received: a commit takes the newest file declaring its sha256.
+    xet_files: dict[str, str | None] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     commits: dict[str, Commit] = field(default_factory=dict, repr=False)
     deleted: bool = False
@@ -149,6 +164,7 @@ class Repo:
             "created_at": self.created_at,
             "refs": self.refs,
             "lfs_objects": sorted(self.lfs_objects),
+            "xet_files": [[k, v] for k, v in self.xet_files.items()],
         }
 
 
@@ -178,6 +194,7 @@ class Storage:
             raw["refs"],
             set(raw["lfs_objects"]),
             meta.parent,
+            dict(raw.get("xet_files", [])),
         )
 
     def _folder(self, key: RepoKey) -> Path:
@@ -289,6 +306,14 @@ class Storage:
             if sha256 not in repo.lfs_objects:
                 repo.lfs_objects.add(sha256)
                 self.save(repo)
+
+    def grant_xet(self, repo: Repo, file_hash: str, sha256: str | None) -> None:
+        """Record that this repo received a Xet file (from a shard uploaded with its token)."""
+        with repo.lock:
+            repo.check_live()
+            repo.xet_files.pop(file_hash, None)  # re-inserted last: the newest wins in commits
+            repo.xet_files[file_hash] = sha256
+            self.save(repo)
 
     def read_regular(self, entry: TreeEntry) -> bytes:
         return self.objects.blob_path(entry.oid).read_bytes()

@@ -68,6 +68,8 @@ class DevHub:
         port: 0 picks a free port; `restart()` then tries to keep the one it got.
         multipart_chunk_size: LFS objects above it are uploaded multipart (devhub's default if None).
         rate_limit: the `--rate-limit` spec, e.g. "commits=4/6,repos=4/6" (`devhub.ratelimit`).
+        xet: serve Xet (the default, as the Hub does); False passes `--no-xet` (LFS only).
+        xet_token_ttl: lifetime in seconds of the Xet tokens (devhub's default if None).
         startup_timeout: seconds to wait for the start-up line.
     """
 
@@ -85,6 +87,8 @@ class DevHub:
         port: int = 0,
         multipart_chunk_size: int | None = None,
         rate_limit: str | None = None,
+        xet: bool = True,
+        xet_token_ttl: int | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
         self.data_dir = Path(data_dir)
@@ -98,6 +102,8 @@ class DevHub:
         self.port = port
         self.multipart_chunk_size = multipart_chunk_size
         self.rate_limit = rate_limit
+        self.xet = xet
+        self.xet_token_ttl = xet_token_ttl
         self.startup_timeout = startup_timeout
         self._url: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -127,6 +133,10 @@ class DevHub:
             cmd += ["--multipart-chunk-size", str(self.multipart_chunk_size)]
         if self.rate_limit is not None:
             cmd += ["--rate-limit", self.rate_limit]
+        if not self.xet:
+            cmd += ["--no-xet"]
+        if self.xet_token_ttl is not None:
+            cmd += ["--xet-token-ttl", str(self.xet_token_ttl)]
         if self.initial_faults is not None:
             path = self.data_dir / "faults-at-start.json"
             path.write_text(json.dumps(self.initial_faults))

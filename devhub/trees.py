@@ -1,7 +1,8 @@
 """How a commit's files look through the API: tree entries, folders, siblings, reported hashes.
 
 A file damaged with `wrong_hash` is reported with deterministic wrong hashes everywhere the
-client could read one (tree, paths-info, siblings, preupload oid, download ETag).
+client could read one (tree, paths-info, siblings, preupload oid, download ETag, `xetHash`).
+The `X-Xet-Hash` of a download stays right: it is the address hf_xet fetches the content from.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ def reported_oid(entry: TreeEntry) -> str:
     if sha256 is not None:
         return lfs_pointer_sha1(sha256, entry.size)
     return damaged_sha1(entry.oid) if entry.damaged else entry.oid
+
+
+def reported_xet_hash(entry: TreeEntry) -> str | None:
+    if entry.xet_hash is None:
+        return None
+    return damaged_sha256(entry.xet_hash) if entry.damaged else entry.xet_hash
 
 
 def preupload_oid(entry: TreeEntry) -> str:
@@ -49,6 +56,9 @@ def file_json(path: str, entry: TreeEntry) -> dict[str, Any]:
             "size": entry.size,
             "pointerSize": len(lfs_pointer(sha256, entry.size)),
         }
+    xet_hash = reported_xet_hash(entry)
+    if xet_hash is not None:
+        out["xetHash"] = xet_hash
     return out
 
 

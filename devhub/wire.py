@@ -202,14 +202,25 @@ class FileBody:
 
 
 @dataclass
+class StreamBody:
+    """A response body produced piece by piece (a Xet file rebuilt from its xorbs)."""
+
+    chunks: Iterator[bytes]
+    length: int
+
+
+@dataclass
 class Response:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     file: FileBody | None = None
+    stream: StreamBody | None = None
 
     @property
     def length(self) -> int:
+        if self.stream is not None:
+            return self.stream.length
         return self.file.length if self.file is not None else len(self.body)
 
 
