@@ -86,7 +86,7 @@ def _load_faults(app: App, path: Path) -> None:
     rules = app.faults.parse(json.loads(path.read_text()))
     for rule in rules:
         if rule.immediate:
-            apply_damage(app.storage, rule)
+            apply_damage(app.storage, app.xet, rule)
     app.faults.add(rules)
 
 

@@ -35,7 +35,8 @@ def add_faults(app: App, req: Request) -> Response:
         raise HubError(400, f"Invalid fault rule: {err}") from err
     for rule in rules:
         if rule.immediate:
-            apply_damage(app.storage, rule)  # fails the whole call if the file is not there
+            # Fails the whole call if the file is not there.
+            apply_damage(app.storage, app.xet, rule)
     added = app.faults.add(rules)
     return json_response([rule.to_json() for rule in added])
 

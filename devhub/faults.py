@@ -26,19 +26,50 @@ Rule schema (JSON object; only `action` is required):
              until the server stops) and close it. Other requests and shutdown go on.
   delay:     sleep `seconds`, then answer normally.
   throttle:  read the request body and write the response at `bytes_per_second`.
-  damage:    corrupt the stored copy of `file` (a path, or an fnmatch glob) in repo `repo`
+  damage:    damage the stored copy of `file` (a path, or an fnmatch glob) in repo `repo`
              (`repo_type`, default "model") on the head of `branch` (default "main").
              mode "drop": the file disappears from the tree; "wrong_hash": tree, paths-info,
-             siblings, preupload and download ETag report a wrong sha256 / oid for it.
+             siblings, preupload and download ETag report a wrong sha256 / oid for it, and
+             tree / paths-info a wrong `xetHash` for a Xet file (its `X-Xet-Hash` on resolve
+             stays right: it is the address hf_xet downloads from); "corrupt": bytes are flipped
+             in what is stored (the LFS object, the regular blob, or one chunk of every term of
+             a Xet file's xorbs), same sizes, no listing changes: only a content read-back
+             notices. Corrupted objects are shared by every file and repo using that content.
              Without `path` the damage is applied at once when the rule is added.
              With `path`, it is applied when a matching request has been handled, before its
              answer goes out (so a matching commit request damages the commit it creates).
-             Re-uploading the file through a new commit repairs it.
+             Repair: "drop" and "wrong_hash" are repaired by committing the file again.
+             "corrupt" leaves a "known damaged" marker next to the object, and sending the
+             content again replaces it: the LFS batch endpoint no longer answers "already
+             stored" for it, a regular file's blob is rewritten by the next commit holding it,
+             and a xorb upload of a damaged xorb stores the new bytes (`was_inserted: true`);
+             the Xet dedup query never offers chunks (it always answers 404). Note that hf_xet
+             skips uploading xorbs its local shard cache (`HF_XET_CACHE`, by default under
+             `HF_HOME/xet`) says the server has: a Xet re-upload only repairs from a client
+             without that cache entry. The client also skips files whose preupload oid is
+             unchanged, so re-upload under a new path or after deleting the file.
   ratelimit: admit `limit` matching requests per fixed window of `window` seconds per user
              (`devhub.ratelimit`); the next ones get 429 with `Retry-After` and
              `RateLimit: "<resource>";r=0;t=<seconds left in the window>`. `resource` names the
              limit (default "api"), `message` replaces the Hub-like text. A request it admits
              goes on to the next rules; `times` bounds the 429s; `probability` is refused.
+
+Storage (Xet) requests go through the same rules. They live under `devhub.xet.STORAGE_PREFIX`
+("/_xet/<nonce>", the casUrl); path regexes that target them:
+
+    "/xet-write-token/", "/xet-read-token/"     Hub-side token endpoints (Hub token)
+    "/v1/chunks/"                              dedup query (always 404)
+    "/v1/xorb-grants/"                         grant request (404: the client falls back)
+    "/v1/xorbs/"                               xorb upload (POST, body = the xorb)
+    "/v2/shards"  then "/v1/shards"            shard upload (v2 is a 404, the client falls back)
+    "/v2/reconstructions/", "/v1/reconstructions/"   reconstruction query (v2 is a 404)
+    "/fetch/"                                  signed xorb range reads (no Authorization)
+    "/v1/telemetry"                            hf_xet's telemetry (accepted, dropped)
+
+`user` matches a storage request by the user the Xet token was issued to. hf_xet retries
+storage failures itself (`HF_XET_CLIENT_RETRY_MAX_ATTEMPTS`, `HF_XET_CLIENT_RETRY_BASE_DELAY`
+default 3s, `HF_XET_CLIENT_RETRY_MAX_DURATION`, read when its session is created) and reports
+what is left as a builtin `ConnectionError` carrying the status.
 
 Every rule is listed with `id`, `matches` (requests that matched) and `hits` (times it fired).
 The `--rate-limit` flag is the same windows on commits and repo creations, without a rule.
@@ -67,7 +98,7 @@ class Action(enum.StrEnum):
 
 
 RESET_WHEN = ("before_response", "mid_body")
-DAMAGE_MODES = ("drop", "wrong_hash")
+DAMAGE_MODES = ("drop", "wrong_hash", "corrupt")
 _FIELDS = {
     "action",
     "method",

@@ -239,7 +239,7 @@ class DevHubHandler(BaseHTTPRequestHandler):
     @staticmethod
     def _damage(app: App, rule: FaultRule) -> None:
         try:
-            apply_damage(app.storage, rule)
+            apply_damage(app.storage, app.xet, rule)
         except HubError as err:
             log.warning("fault %d could not damage: %s", rule.id, err.message)
 

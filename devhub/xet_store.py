@@ -234,3 +234,40 @@ class XetStore:
                 pos += len(data)
                 if pos >= end:
                     return
+
+    # ---- damage ----------------------------------------------------------------------------
+
+    def corrupt_chunk(self, xorb: str, chunk: int) -> None:
+        """Flip a byte of one stored chunk, keeping sizes (and, where possible, decodability), so
+        only a read-back of the content can tell; then mark the xorb damaged."""
+        index = self.index(xorb)
+        offset = index.offsets[chunk]
+        with open(self.xorb_path(xorb), "r+b") as f:
+            f.seek(offset)
+            header = ChunkHeader.parse(f.read(CHUNK_HEADER_LEN))
+            payload = f.read(header.compressed_size)
+            pos = _flip_position(header, payload)
+            f.seek(offset + CHUNK_HEADER_LEN + pos)
+            f.write(bytes([payload[pos] ^ 0xFF]))
+            f.flush()
+            os.fsync(f.fileno())
+        atomic_write_bytes(self.damage_marker(xorb), b"corrupt\n")
+        log.info("corrupted chunk %d of xorb %s", chunk, xorb)
+
+
+def _flip_position(header: ChunkHeader, payload: bytes) -> int:
+    """A payload byte whose flip still decompresses to the same length: the data is then merely
+    wrong, as with silent storage corruption. LZ4 ends each block with literals, so the bytes
+    just before the end mark usually qualify; failing that, the middle (undecodable) is used."""
+    middle = len(payload) // 2
+    if header.scheme == 0:
+        return middle
+    original = decompress(header, payload)
+    for pos in range(len(payload) - 5, max(len(payload) - 69, 0), -1):
+        flipped = payload[:pos] + bytes([payload[pos] ^ 0xFF]) + payload[pos + 1 :]
+        try:
+            if decompress(header, flipped) != original:
+                return pos
+        except FormatError:
+            continue
+    return middle

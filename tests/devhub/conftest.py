@@ -1,4 +1,8 @@
-"""Fixtures for devhub tests: one shared devhub process, a client per user, unique repo names."""
+"""Fixtures for devhub tests: one shared devhub process, a client per user, unique repo names.
+
+Xet or LFS is chosen per test through `huggingface_hub.constants.HF_HUB_DISABLE_XET` (read at
+call time): LFS unless the test takes the `transfer` fixture (both, "xet" and "lfs") or `xet`.
+"""
 
 import os
 
@@ -6,7 +10,13 @@ import os
 os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_UPDATE_CHECK"] = "1"  # no version check against pypi.org
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+# hf_xet reads these when its (process-wide) session is created: retry storage failures within
+# a second or two instead of its 3 s doubling over up to 6 minutes.
+os.environ.setdefault("HF_XET_CLIENT_RETRY_BASE_DELAY", "50ms")
+os.environ.setdefault("HF_XET_CLIENT_RETRY_MAX_DURATION", "20s")
 
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -14,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, constants
 
 from devhub.testing import DevHub
+from devhub.xet import STORAGE_PREFIX
 
 USERS = {"alice": "hf_alice_write", "bob": "hf_bob_write"}
 READ_TOKENS = {"alice": "hf_alice_read", "carol": "hf_carol_read"}
@@ -50,6 +61,44 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
         real_connect(sock, address)
 
     monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+TRANSFERS = ("xet", "lfs")
+
+
+@pytest.fixture(scope="module", params=TRANSFERS)
+def transfer(request: pytest.FixtureRequest) -> Iterator[str]:
+    """ "xet" or "lfs": how the real client uploads (module-scoped, so fixtures can upload once)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(constants, "HF_HUB_DISABLE_XET", request.param == "lfs")
+        yield request.param
+
+
+@pytest.fixture(autouse=True)
+def _transfer_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LFS for every test unless it asks for `transfer` (or `xet`, which sets it after this)."""
+    xet = "transfer" in request.fixturenames and request.getfixturevalue("transfer") == "xet"
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", not xet)
+
+
+@pytest.fixture
+def xet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client uploads and downloads through Xet (hf_xet), as it does by default."""
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
+
+
+def storage_calls(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The request-log entries of Xet storage requests (under devhub.xet.STORAGE_PREFIX)."""
+    return [e for e in entries if e["path"].startswith(STORAGE_PREFIX + "/")]
+
+
+def forget_xet_shard_cache() -> None:
+    """Drop hf_xet's client-side shard cache, so the next upload sends its xorbs again.
+
+    hf_xet skips xorbs its cache says the server holds; it rereads the cache on each upload.
+    """
+    for cache in Path(constants.HF_XET_CACHE).glob("*/shard-cache"):
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Uploads and downloads through the real client: regular, LFS basic and LFS multipart files."""
+"""Uploads and downloads through the real client: regular files, LFS (basic, multipart) and Xet."""
 
 import base64
 import hashlib
@@ -7,12 +7,14 @@ import os
 import threading
 from pathlib import Path
 
+import hf_xet
 import httpx
 import pytest
 from huggingface_hub import (
     CommitOperationAdd,
     CommitOperationDelete,
     HfApi,
+    constants,
     hf_hub_download,
     snapshot_download,
 )
@@ -20,7 +22,7 @@ from huggingface_hub.errors import BadRequestError, RemoteEntryNotFoundError
 
 from devhub.testing import DevHub
 
-from .conftest import CHUNK_SIZE, USERS, write_files
+from .conftest import CHUNK_SIZE, USERS, storage_calls, write_files
 
 MB = 1024 * 1024
 
@@ -55,41 +57,66 @@ def big_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-UPLOAD_LOG: list[dict] = []
+UPLOAD_LOGS: dict[str, list[dict]] = {}
 
 
 @pytest.fixture(scope="module")
-def uploaded(hub: DevHub, big_folder: Path) -> str:
+def uploaded(hub: DevHub, big_folder: Path, transfer: str) -> str:
+    """The folder uploaded once per transfer ("xet" or "lfs") by the real client."""
     api = HfApi(endpoint=hub.url, token=USERS["alice"])
-    repo = "alice/uploaded-folder"
+    repo = f"alice/uploaded-folder-{transfer}"
     api.create_repo(repo, private=True)
     start = len(hub.log())
     api.upload_folder(repo_id=repo, folder_path=big_folder, commit_message="checkpoint 1")
-    UPLOAD_LOG[:] = hub.log()[start:]
+    UPLOAD_LOGS[transfer] = hub.log()[start:]
     return repo
 
 
-def test_upload_uses_basic_and_multipart_transfers(uploaded: str) -> None:
-    lfs = [e for e in UPLOAD_LOG if "/_lfs/" in e["path"]]
+def test_lfs_upload_uses_basic_and_multipart_transfers(uploaded: str, transfer: str) -> None:
+    log = UPLOAD_LOGS[transfer]
+    lfs = [e for e in log if "/_lfs/" in e["path"]]
+    if transfer == "xet":
+        assert lfs == []
+        return
     part_puts = [e for e in lfs if e["method"] == "PUT" and "/part/" in e["path"]]
     single_puts = [e for e in lfs if e["method"] == "PUT" and "/part/" not in e["path"]]
     assert len(part_puts) == -(-64 * MB // CHUNK_SIZE)
     assert [e["bytes_in"] for e in single_puts] == [12 * MB]
     assert all(e["status"] == 200 for e in lfs)
+    assert storage_calls(log) == []
+
+
+def test_xet_upload_goes_through_the_storage_service(uploaded: str, transfer: str) -> None:
+    log = UPLOAD_LOGS[transfer]
+    if transfer == "lfs":
+        assert not [e for e in log if "xet" in e["path"]]
+        return
+    calls = storage_calls(log)
+    xorbs = [e for e in calls if e["method"] == "POST" and "/v1/xorbs/" in e["path"]]
+    shards = [e for e in calls if e["method"] == "POST" and e["path"].endswith("/v1/shards")]
+    assert xorbs and all(e["status"] == 200 for e in xorbs)
+    # The random 12 + 64 MB cannot shrink: at least that much went up as xorbs.
+    assert sum(e["bytes_in"] for e in xorbs) >= 76 * MB
+    assert shards and all(e["status"] == 200 for e in shards)
+    tokens = [e for e in log if "/xet-write-token/" in e["path"]]
+    assert tokens and all(e["status"] == 200 for e in tokens)
 
 
 def test_snapshot_download_is_byte_identical(
-    hub: DevHub, alice: HfApi, uploaded: str, big_folder: Path, tmp_path: Path
+    hub: DevHub, alice: HfApi, uploaded: str, big_folder: Path, tmp_path: Path, transfer: str
 ) -> None:
+    start = len(hub.log())
     local = snapshot_download(uploaded, endpoint=hub.url, token=USERS["alice"], cache_dir=tmp_path)
     expected = local_hashes(big_folder)
     got = local_hashes(Path(local))
     got.pop(".gitattributes")
     assert got == expected
+    reconstructions = [e for e in hub.log()[start:] if "/v1/reconstructions/" in e["path"]]
+    assert len(reconstructions) == (2 if transfer == "xet" else 0)
 
 
 def test_tree_and_paths_info_hashes_match_local(
-    alice: HfApi, uploaded: str, big_folder: Path
+    alice: HfApi, uploaded: str, big_folder: Path, transfer: str
 ) -> None:
     expected = local_hashes(big_folder)
     tree = {e.path: e for e in alice.list_repo_tree(uploaded, recursive=True) if hasattr(e, "size")}
@@ -108,9 +135,18 @@ def test_tree_and_paths_info_hashes_match_local(
     assert infos["notes/readme.txt"].blob_id == expected["notes/readme.txt"][0]
     folders = [e.path for e in alice.get_paths_info(uploaded, ["notes", "missing"])]
     assert folders == ["notes"]
+    for path in ("weights-12mb.safetensors", "optimizer-64mb.pt"):
+        if transfer == "xet":
+            [local] = hf_xet.hash_files([str(big_folder / path)])
+            assert tree[path].xet_hash == infos[path].xet_hash == local.hash
+        else:
+            assert tree[path].xet_hash is None and infos[path].xet_hash is None
+    assert tree["config.json"].xet_hash is None
 
 
-def test_list_files_and_siblings(alice: HfApi, uploaded: str, big_folder: Path) -> None:
+def test_list_files_and_siblings(
+    alice: HfApi, uploaded: str, big_folder: Path, transfer: str
+) -> None:
     expected = set(local_hashes(big_folder)) | {".gitattributes"}
     assert set(alice.list_repo_files(uploaded)) == expected
     siblings = {s.rfilename: s for s in alice.model_info(uploaded).siblings or []}
@@ -122,7 +158,7 @@ def test_list_files_and_siblings(alice: HfApi, uploaded: str, big_folder: Path) 
 
 
 def test_unchanged_upload_posts_no_commit(
-    hub: DevHub, alice: HfApi, uploaded: str, big_folder: Path
+    hub: DevHub, alice: HfApi, uploaded: str, big_folder: Path, transfer: str
 ) -> None:
     before = alice.model_info(uploaded).sha
     info = alice.upload_folder(repo_id=uploaded, folder_path=big_folder, commit_message="again")
@@ -131,7 +167,7 @@ def test_unchanged_upload_posts_no_commit(
 
 
 def test_hf_hub_download_and_range(
-    hub: DevHub, uploaded: str, big_folder: Path, tmp_path: Path
+    hub: DevHub, uploaded: str, big_folder: Path, tmp_path: Path, transfer: str
 ) -> None:
     path = hf_hub_download(
         uploaded, "notes/readme.txt", endpoint=hub.url, token=USERS["alice"], cache_dir=tmp_path
@@ -141,10 +177,44 @@ def test_hf_hub_download_and_range(
         hf_hub_download(
             uploaded, "nope.txt", endpoint=hub.url, token=USERS["alice"], cache_dir=tmp_path
         )
-    headers = {"authorization": f"Bearer {USERS['alice']}", "range": "bytes=10-19"}
-    part = httpx.get(f"{hub.url}/{uploaded}/resolve/main/weights-12mb.safetensors", headers=headers)
-    assert part.status_code == 206
-    assert part.content == (big_folder / "weights-12mb.safetensors").read_bytes()[10:20]
+    weights = (big_folder / "weights-12mb.safetensors").read_bytes()
+    url = f"{hub.url}/{uploaded}/resolve/main/weights-12mb.safetensors"
+    for first, last in ((10, 19), (100_000, 3_000_000), (len(weights) - 5, len(weights) - 1)):
+        headers = {"authorization": f"Bearer {USERS['alice']}", "range": f"bytes={first}-{last}"}
+        part = httpx.get(url, headers=headers)
+        assert part.status_code == 206
+        assert part.content == weights[first : last + 1]
+
+
+def test_xet_file_downloads_without_xet(
+    hub: DevHub,
+    alice: HfApi,
+    uploaded: str,
+    big_folder: Path,
+    tmp_path: Path,
+    transfer: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client with Xet off reads a Xet file's bytes over plain HTTP, rebuilt by devhub."""
+    head = httpx.head(
+        f"{hub.url}/{uploaded}/resolve/main/optimizer-64mb.pt",
+        headers={"authorization": f"Bearer {USERS['alice']}"},
+    )
+    assert head.headers["X-Linked-Size"] == str(64 * MB)
+    if transfer == "xet":
+        info = alice.get_paths_info(uploaded, ["optimizer-64mb.pt"])[0]
+        assert head.headers["X-Xet-Hash"] == info.xet_hash
+        assert head.links["xet-auth"]["url"].startswith(f"{hub.url}/api/models/{uploaded}/")
+    else:
+        assert "X-Xet-Hash" not in head.headers
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    start = len(hub.log())
+    path = hf_hub_download(
+        uploaded, "optimizer-64mb.pt", endpoint=hub.url, token=USERS["alice"], cache_dir=tmp_path
+    )
+    expected = hashlib.sha256((big_folder / "optimizer-64mb.pt").read_bytes()).hexdigest()
+    assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == expected
+    assert storage_calls(hub.log()[start:]) == []
 
 
 def test_commit_ops_delete_and_history(alice: HfApi, repo_id: str) -> None:
