@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 
-from . import xet_auth
+from . import xet_auth, xet_format
 from .app import PLURAL_TO_TYPE, App, Request, find_repo, repo_key
 from .storage import Repo
 from .wire import FileBody, HubError, Response, json_response
@@ -131,6 +131,8 @@ def upload_shard(app: App, req: Request, nonce: str) -> Response:
 
 
 def _check_terms(app: App, entry: FileEntry) -> None:
+    """Every term within a received xorb, and the file hash that of the chunks its terms name."""
+    chunks: list[tuple[bytes, int]] = []
     for term in entry.terms:
         if not app.xet.has_xorb(term.xorb):
             raise HubError(
@@ -143,6 +145,11 @@ def _check_terms(app: App, entry: FileEntry) -> None:
             raise HubError(
                 400, f"File {entry.file_hash}: term size does not match xorb {term.xorb}"
             )
+        for i in range(term.chunk_start, term.chunk_end):
+            chunks.append((xet_format.hash_from_hex(index.hashes[i]), index.sizes[i]))
+    computed = xet_format.hash_hex(xet_format.file_hash(chunks))
+    if computed != entry.file_hash:
+        raise HubError(400, f"File {entry.file_hash}: its chunks hash to {computed}")
 
 
 def reconstruction(app: App, req: Request, nonce: str, file_hash: str) -> Response:
