@@ -1,5 +1,6 @@
 """Each fault action, as the real client experiences it."""
 
+import hashlib
 import os
 import random
 import socket
@@ -229,13 +230,15 @@ def test_damage_drop_now(hub: DevHub, alice: HfApi, repo_id: str, tmp_path: Path
     assert "model.safetensors" in alice.list_repo_files(repo_id)
 
 
-def test_damage_wrong_hash_now(hub: DevHub, alice: HfApi, repo_id: str, tmp_path: Path) -> None:
-    import hashlib
-
+def test_damage_wrong_hash_now(
+    hub: DevHub, alice: HfApi, repo_id: str, tmp_path: Path, transfer: str
+) -> None:
     folder = _folder(tmp_path)
     local = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
     alice.create_repo(repo_id)
     alice.upload_folder(repo_id=repo_id, folder_path=folder, commit_message="c")
+    xet_hash = alice.get_paths_info(repo_id, ["model.safetensors"])[0].xet_hash
+    assert (xet_hash is not None) == (transfer == "xet")
     hub.add_faults(
         {"action": "damage", "repo": repo_id, "file": "*.safetensors", "mode": "wrong_hash"}
     )
@@ -243,10 +246,13 @@ def test_damage_wrong_hash_now(hub: DevHub, alice: HfApi, repo_id: str, tmp_path
     assert info.lfs.sha256 != local
     tree = {e.path: e for e in alice.list_repo_tree(repo_id)}
     assert tree["model.safetensors"].lfs.sha256 == info.lfs.sha256
+    if transfer == "xet":
+        assert info.xet_hash != xet_hash and tree["model.safetensors"].xet_hash == info.xet_hash
     sibling = {s.rfilename: s for s in alice.model_info(repo_id).siblings}["model.safetensors"]
     assert sibling.lfs.sha256 == info.lfs.sha256
     alice.upload_folder(repo_id=repo_id, folder_path=folder, commit_message="repair")
-    assert alice.get_paths_info(repo_id, ["model.safetensors"])[0].lfs.sha256 == local
+    repaired = alice.get_paths_info(repo_id, ["model.safetensors"])[0]
+    assert repaired.lfs.sha256 == local and repaired.xet_hash == xet_hash
 
 
 def test_damage_the_commit_a_request_creates(
