@@ -20,6 +20,7 @@ import os
 import secrets
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ from .xet_format import (
 )
 
 log = logging.getLogger(__name__)
+
+INDEX_CACHE_ENTRIES = 256
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,9 @@ class XetStore:
             stale.unlink(missing_ok=True)
         self.nonce = self._load_nonce(root / "nonce")
         self._lock = threading.Lock()
-        self._indexes: dict[str, XorbIndex] = {}
+        # Recently used chunk indexes (a 64 MB xorb's is ~100 KB of Python objects): bounded.
+        self._indexes: OrderedDict[str, XorbIndex] = OrderedDict()
+        self._indexes_lock = threading.Lock()
 
     @staticmethod
     def _load_nonce(path: Path) -> str:
@@ -126,11 +131,19 @@ class XetStore:
         return self.has_xorb(xorb) and not self.damage_marker(xorb).exists()
 
     def index(self, xorb: str) -> XorbIndex:
-        cached = self._indexes.get(xorb)
+        with self._indexes_lock:
+            cached = self._indexes.get(xorb)
         if cached is None:
             cached = XorbIndex.from_json(json.loads(self._index_path(xorb).read_text()))
-            self._indexes[xorb] = cached
+        self._remember(xorb, cached)
         return cached
+
+    def _remember(self, xorb: str, index: XorbIndex) -> None:
+        with self._indexes_lock:
+            self._indexes[xorb] = index
+            self._indexes.move_to_end(xorb)
+            while len(self._indexes) > INDEX_CACHE_ENTRIES:
+                self._indexes.popitem(last=False)
 
     def put_xorb(self, xorb: str, body: Iterable[bytes]) -> bool:
         """Verify and keep an uploaded xorb; False when an intact copy was already stored.
@@ -161,7 +174,7 @@ class XetStore:
                 atomic_write_bytes(self._index_path(xorb), json.dumps(index.to_json()).encode())
                 os.replace(staged, final)
                 self.damage_marker(xorb).unlink(missing_ok=True)
-                self._indexes[xorb] = index
+            self._remember(xorb, index)
             log.info("xorb %s stored (%d chunks, %d bytes)", xorb, len(chunks), index.length)
             return True
         finally:

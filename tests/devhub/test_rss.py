@@ -1,4 +1,4 @@
-"""Uploads and downloads stream through devhub: its memory stays flat for large LFS files."""
+"""Uploads and downloads stream through devhub: its memory stays flat for large LFS and Xet files."""
 
 import os
 import threading
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import HfApi, constants, hf_hub_download
 
 from .conftest import USERS, make_hub
 
@@ -78,4 +78,42 @@ def test_large_lfs_transfers_keep_server_memory_low(tmp_path: Path) -> None:
         assert os.path.getsize(got) == size
         assert rss.peak < RSS_LIMIT, (
             f"multipart upload + download: devhub peaked at {rss.peak / MB:.0f} MB"
+        )
+
+
+@pytest.mark.slow
+def test_large_xet_transfers_keep_server_memory_low(
+    tmp_path: Path, xet: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Xorbs (up to 64 MB each, several in flight) are staged to disk and walked chunk by chunk;
+    downloads are served as byte ranges of stored xorbs or rebuilt chunk by chunk."""
+    size = 224 * MB
+    data = write_random(tmp_path / "weights.safetensors", size)
+    with make_hub(tmp_path / "hub") as hub:
+        api = HfApi(endpoint=hub.url, token=USERS["alice"])
+        api.create_repo("alice/xet")
+        with PeakRss(hub.pid) as rss:
+            api.upload_file(path_or_fileobj=data, path_in_repo=data.name, repo_id="alice/xet")
+            xorbs = [e for e in hub.log() if "/v1/xorbs/" in e["path"] and e["status"] == 200]
+            assert sum(e["bytes_in"] for e in xorbs) >= size
+            got = hf_hub_download(
+                "alice/xet",
+                data.name,
+                endpoint=hub.url,
+                token=USERS["alice"],
+                cache_dir=tmp_path / "xet-cache",
+            )
+            assert os.path.getsize(got) == size
+            os.unlink(got)
+            monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # plain GET, rebuilt
+            got = hf_hub_download(
+                "alice/xet",
+                data.name,
+                endpoint=hub.url,
+                token=USERS["alice"],
+                cache_dir=tmp_path / "http-cache",
+            )
+        assert os.path.getsize(got) == size
+        assert rss.peak < RSS_LIMIT, (
+            f"xet upload + downloads: devhub peaked at {rss.peak / MB:.0f} MB"
         )
