@@ -46,8 +46,9 @@ class DevHubServer(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], app: App,
-                 limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self, address: tuple[str, int], app: App, limiter: RateLimiter | None = None
+    ) -> None:
         self.app = app
         self.limiter = limiter  # the --rate-limit mode; None: no limits
         self._reset_lock = threading.Lock()
@@ -176,8 +177,9 @@ class DevHubHandler(BaseHTTPRequestHandler):
                 if auth_error is not None:
                     raise auth_error
                 if self.server.limiter is not None:
-                    self.server.limiter.check(req.method, req.path,
-                                              req.user.name if req.user else None)
+                    self.server.limiter.check(
+                        req.method, req.path, req.user.name if req.user else None
+                    )
                 response = dispatch(app, req)
                 if rule is not None and rule.action is Action.DAMAGE:
                     self._damage(app, rule)
@@ -222,9 +224,12 @@ class DevHubHandler(BaseHTTPRequestHandler):
     @staticmethod
     def _rate_limited(req: Request, rule: FaultRule) -> Response:
         assert rule.limit is not None and rule.window is not None
-        err = too_many_requests(rule.resource or "api", f"requests matching fault {rule.id}",
-                                Quota(rule.limit, rule.window),
-                                rule.reset_in(req.user.name if req.user else None))
+        err = too_many_requests(
+            rule.resource or "api",
+            f"requests matching fault {rule.id}",
+            Quota(rule.limit, rule.window),
+            rule.reset_in(req.user.name if req.user else None),
+        )
         if rule.message:
             err.message = rule.message
         return error_response(err)

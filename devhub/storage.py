@@ -307,12 +307,14 @@ class Storage:
                 repo.lfs_objects.add(sha256)
                 self.save(repo)
 
-    def grant_xet(self, repo: Repo, file_hash: str, sha256: str | None) -> None:
-        """Record that this repo received a Xet file (from a shard uploaded with its token)."""
+    def grant_xet(self, repo: Repo, files: list[tuple[str, str | None]]) -> None:
+        """Record that this repo received these Xet files `(file hash, declared sha256)`, from a
+        shard uploaded with its token; one write for the whole shard."""
         with repo.lock:
             repo.check_live()
-            repo.xet_files.pop(file_hash, None)  # re-inserted last: the newest wins in commits
-            repo.xet_files[file_hash] = sha256
+            for file_hash, sha256 in files:
+                repo.xet_files.pop(file_hash, None)  # re-inserted last: the newest wins
+                repo.xet_files[file_hash] = sha256
             self.save(repo)
 
     def read_regular(self, entry: TreeEntry) -> bytes:

@@ -246,11 +246,15 @@ class DevHub:
     def token(self, user: str) -> str:
         return self.users[user]
 
-    def env(self, user: str | None = None) -> dict[str, str]:
-        """Environment for a client subprocess (`hf` CLI, uploader) talking to this devhub."""
+    def env(self, user: str | None = None, *, xet: bool = False) -> dict[str, str]:
+        """Environment for a client subprocess (`hf` CLI, uploader) talking to this devhub.
+
+        The client uploads over plain LFS unless `xet` is True (then through hf_xet, as it does
+        against the Hub; the variable is set to "0" so an inherited "1" cannot switch it off).
+        """
         env = {
             "HF_ENDPOINT": self.url,
-            "HF_HUB_DISABLE_XET": "1",
+            "HF_HUB_DISABLE_XET": "0" if xet else "1",
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_UPDATE_CHECK": "1",  # else the `hf` CLI asks pypi.org for a newer version
         }

@@ -120,7 +120,7 @@ def upload_shard(app: App, req: Request, nonce: str) -> Response:
     new = app.xet.put_shard(data)
     for entry in shard.files:
         app.xet.put_file(entry)
-        app.storage.grant_xet(repo, entry.file_hash, entry.sha256)
+    app.storage.grant_xet(repo, [(entry.file_hash, entry.sha256) for entry in shard.files])
     log.info(
         "shard with %d files, %d xorbs received by %s",
         len(shard.files),
