@@ -79,7 +79,7 @@ def test_download_recovers_from_storage_faults(
     assert [e["status"] for e in _calls(hub, start, "/fetch/")] == [None, 206]
 
 
-def test_storage_rules_match_by_method_user_and_throttle(
+def test_storage_rules_match_by_user_throttle_and_delay(
     hub: DevHub, alice: HfApi, repo_id: str, xet: None
 ) -> None:
     alice.create_repo(repo_id)
@@ -88,6 +88,13 @@ def test_storage_rules_match_by_method_user_and_throttle(
         [
             {"action": "status", "status": 503, "path": "/v1/xorbs/", "user": "bob"},
             {"action": "throttle", "bytes_per_second": rate, "path": "/v1/xorbs/", "times": 1},
+            {
+                "action": "delay",
+                "seconds": 0.5,
+                "method": "POST",
+                "path": "/v1/shards$",
+                "times": 1,
+            },
         ]
     )
     data = os.urandom(300 * KB)
@@ -97,6 +104,9 @@ def test_storage_rules_match_by_method_user_and_throttle(
     [xorb] = _calls(hub, 0, "/v1/xorbs/")[-1:]
     assert xorb["user"] == "alice" and xorb["fault"]["action"] == "throttle"
     assert hub.faults()[0]["hits"] == 0  # the bob-only rule never fired
+    [shard] = _calls(hub, 0, "/v1/shards")[-1:]
+    assert shard["fault"]["action"] == "delay" and shard["status"] == 200
+    assert shard["duration"] >= 0.5
 
 
 @pytest.fixture
