@@ -8,7 +8,6 @@ BIN := $(VENV)/bin
 CPU_TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-export HF_HUB_DISABLE_XET := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export HF_HUB_DISABLE_UPDATE_CHECK := 1
 export WANDB_MODE ?= offline

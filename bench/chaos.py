@@ -1,8 +1,12 @@
 """Fault campaign: the tiny trainer + `uploader watch --prune --keep-last 1` + devhub, under fire.
 
 Phase 1 (crashes and network): 20% of requests to every Hub endpoint answered 500/502/503/429
-(with Retry-After), resets in the middle of LFS uploads, a stalled commit, devhub restarted
-twice, and the uploader `kill -9`ed at random moments and restarted at once.
+(with Retry-After), resets in the middle of uploads, a stalled commit, devhub restarted twice,
+and the uploader `kill -9`ed at random moments and restarted at once. `--transfer xet` (the
+default: devhub with Xet, the uploader's default transfer) puts the same faults on the Xet
+storage requests too (xorbs, shards, reconstructions), resets xorb uploads mid-body and stalls
+one shard upload; `--transfer lfs` runs against an LFS-only devhub (`--no-xet`), where the
+uploader falls back to LFS by itself, and resets LFS PUTs mid-body.
 Phase 2 (rotation): `save_total_limit=2` in the trainer while the uploader runs (no kills: no
 sidecar can upload a folder deleted while it was down).
 
@@ -12,15 +16,17 @@ deletes there - checks that its exact bytes were already on the Hub. At the end 
 repo is downloaded and compared. The table is printed last; the seed is printed first so a
 failing run can be replayed:
 
-    python -m bench.chaos --seed 1 [--kills 20] [--max-steps -1]
+    python -m bench.chaos --seed 1 [--transfer xet|lfs] [--kills 20] [--max-steps -1]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +42,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from devhub.testing import DevHub  # noqa: E402
+from devhub.xet import STORAGE_PREFIX  # noqa: E402
 from shared.layout import classify, markers_dir  # noqa: E402
 from shared.markers import MarkerError, read_marker  # noqa: E402
 from shared.naming import make_repo_name  # noqa: E402
@@ -52,19 +59,28 @@ UPLOADER_SETTINGS = {
     "UPLOADER_ROUND_BACKOFF": "0.5", "UPLOADER_ROUND_BACKOFF_MAX": "2",
     "UPLOADER_RETRY_ATTEMPTS": "5", "UPLOADER_RETRY_MAX_WAIT": "0.5",
     "UPLOADER_READ_TIMEOUT": "5", "UPLOADER_CONNECT_TIMEOUT": "3",
-    "UPLOADER_TRANSFER": "lfs", "UPLOADER_RUN_END_GRACE": "10",
+    "UPLOADER_RUN_END_GRACE": "10",
 }
+TRANSFERS = ("xet", "lfs")
+MID_BODY_RESET_RATE = 0.15
+# Requests that carry file bytes, per transfer; the Hub API and (for Xet) the storage service.
+UPLOAD_REQUEST = {"xet": ("POST", f"^{STORAGE_PREFIX}/.*/v1/xorbs/"), "lfs": ("PUT", "^/_lfs/")}
+FAULTED_PATHS = {"xet": f"^/(api|.*\\.git)/|^{STORAGE_PREFIX}/", "lfs": "^/(api|.*\\.git)/"}
 
 
-def fault_rules(rng: random.Random) -> list[dict]:
+def fault_rules(rng: random.Random, transfer: str = "xet") -> list[dict]:
     share = ERROR_RATE / len(ERROR_STATUSES)
     rules: list[dict] = [{"action": "stall", "path": "/commit/", "times": 1}]
-    rules.append({"action": "reset", "when": "mid_body", "method": "PUT", "path": "^/_lfs/",
-                  "probability": 0.15, "seed": rng.randrange(1 << 30)})
+    if transfer == "xet":
+        rules.append({"action": "stall", "method": "POST", "path": f"^{STORAGE_PREFIX}/.*/shards",
+                      "times": 1})
+    method, path = UPLOAD_REQUEST[transfer]
+    rules.append({"action": "reset", "when": "mid_body", "method": method, "path": path,
+                  "probability": MID_BODY_RESET_RATE, "seed": rng.randrange(1 << 30)})
     for i, status in enumerate(ERROR_STATUSES):
         # Each rule draws only on the requests the earlier ones let through.
         probability = share / (1 - share * i)
-        rule = {"action": "status", "status": status, "path": "^/(api|.*\\.git)/",
+        rule = {"action": "status", "status": status, "path": FAULTED_PATHS[transfer],
                 "probability": probability, "seed": rng.randrange(1 << 30)}
         if status == 429:
             rule["retry_after"] = 1
@@ -157,6 +173,7 @@ def _sha256(path: Path) -> str:
 @dataclass
 class Report:
     seed: int
+    transfer: str = "xet"
     faults: Counter = field(default_factory=Counter)
     restarts: int = 0
     devhub_restarts: int = 0
@@ -168,12 +185,14 @@ class Report:
     lost: int = 0
     premature: int = 0
     trainer_errors: int = 0
+    upload_requests: int = 0  # xorb POSTs (xet) or LFS PUTs (lfs) that devhub answered 2xx
     wall: float = 0.0
 
     @property
     def ok(self) -> bool:
         return (self.duplicates == 0 and self.lost == 0 and self.premature == 0
-                and self.trainer_errors == 0 and self.identical == self.expected > 0)
+                and self.trainer_errors == 0 and self.identical == self.expected > 0
+                and self.upload_requests > 0)
 
     def table(self) -> str:
         rows = [(f"faults injected: {kind}", str(n)) for kind, n in sorted(self.faults.items())]
@@ -188,22 +207,27 @@ class Report:
             ("checkpoints lost (must be 0)", str(self.lost)),
             ("deleted before verification (must be 0)", str(self.premature)),
             ("trainer errors (must be 0)", str(self.trainer_errors)),
+            (f"{'xorb uploads' if self.transfer == 'xet' else 'LFS uploads'} accepted",
+             str(self.upload_requests)),
             ("wall time (s)", f"{self.wall:.0f}"),
             ("result", "PASS" if self.ok else "FAIL"),
         ]
         width = max(len(k) for k, _ in rows)
-        lines = [f"chaos campaign, seed {self.seed}", f"{'measure':<{width}}  value",
+        lines = [f"chaos campaign, seed {self.seed}, transfer {self.transfer}",
+                 f"{'measure':<{width}}  value",
                  f"{'-' * width}  -----"]
         return "\n".join([*lines, *(f"{k:<{width}}  {v}" for k, v in rows)])
 
 
 class Campaign:
-    def __init__(self, seed: int, kills: int, max_steps: int, work: Path) -> None:
+    def __init__(self, seed: int, kills: int, max_steps: int, work: Path,
+                 transfer: str = "xet") -> None:
         self.rng = random.Random(seed)
         self.kills = kills
         self.max_steps = max_steps
         self.work = work
-        self.report = Report(seed)
+        self.transfer = transfer
+        self.report = Report(seed, transfer)
         self.logs: list[Path] = []
 
     def env(self, hub: DevHub) -> dict[str, str]:
@@ -266,7 +290,8 @@ class Campaign:
     def _restart_devhub(self, hub: DevHub) -> None:
         stalled = self._count_faults(hub)
         hub.restart()  # a restart forgets the rules: add them again, the stall only if unspent
-        hub.add_faults([r for r in fault_rules(self.rng) if r["action"] != "stall" or not stalled])
+        hub.add_faults([r for r in fault_rules(self.rng, self.transfer)
+                        if r["action"] != "stall" or not stalled])
         self.report.devhub_restarts += 1
 
     def _count_faults(self, hub: DevHub) -> bool:
@@ -278,8 +303,9 @@ class Campaign:
 
     def run(self) -> Report:
         started = time.monotonic()
-        with DevHub(self.work / "hub", users={USER: TOKEN}, seed=self.report.seed) as hub:
-            hub.add_faults(fault_rules(self.rng))
+        with DevHub(self.work / "hub", users={USER: TOKEN}, seed=self.report.seed,
+                    xet=self.transfer == "xet") as hub:
+            hub.add_faults(fault_rules(self.rng, self.transfer))
             seen = [self.phase_crashes(hub, self.work / "phase1"),
                     self.phase_rotation(hub, self.work / "phase2")]
             self._count_faults(hub)
@@ -287,11 +313,25 @@ class Campaign:
             self._judge(hub, seen)
         self.report.retries = sum(p.read_text(errors="replace").count("retrying ")
                                   for p in self.logs)
+        self.report.upload_requests = self._uploads(self.work / "hub" / "requests.jsonl")
         for path in self.work.glob("trainer-*.log"):
             if "Traceback" in path.read_text(errors="replace"):
                 self.report.trainer_errors += 1
         self.report.wall = time.monotonic() - started
         return self.report
+
+    def _uploads(self, request_log: Path) -> int:
+        """Accepted requests carrying file bytes: proof the campaign took the transfer it names."""
+        method, path = UPLOAD_REQUEST[self.transfer]
+        pattern = re.compile(path)
+        count = 0
+        for line in request_log.read_text().splitlines():
+            entry = json.loads(line) if line.strip() else {}
+            status = entry.get("status") or 0
+            if entry.get("method") == method and pattern.search(entry.get("path", "")) \
+                    and 200 <= status < 300:
+                count += 1
+        return count
 
     def _judge(self, hub: DevHub, witnesses: list[Witness]) -> None:
         from huggingface_hub import HfApi, snapshot_download
@@ -316,11 +356,11 @@ class Campaign:
 
 
 def run_campaign(seed: int, kills: int = 20, max_steps: int = -1,
-                 work: Path | None = None) -> Report:
+                 work: Path | None = None, transfer: str = "xet") -> Report:
     own = work is None
-    work = work or Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-"))
+    work = work or Path(tempfile.mkdtemp(prefix=f"chaos-{seed}-{transfer}-"))
     try:
-        return Campaign(seed, kills, max_steps, work).run()
+        return Campaign(seed, kills, max_steps, work, transfer).run()
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
@@ -329,6 +369,8 @@ def run_campaign(seed: int, kills: int = 20, max_steps: int = -1,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--transfer", choices=TRANSFERS, default="xet",
+                        help="xet: devhub with Xet, faults on storage too; lfs: LFS-only devhub")
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--max-steps", type=int, default=-1,
                         help="shorten the trainer's schedule (default: the seed's 450 steps)")
@@ -336,9 +378,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep logs and data here (default: a temp dir, removed)")
     args = parser.parse_args(argv)
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    print(f"chaos campaign seed {args.seed} (replay: python -m bench.chaos --seed {args.seed})",
-          flush=True)
-    report = run_campaign(args.seed, args.kills, args.max_steps, args.work_dir)
+    print(f"chaos campaign seed {args.seed}, transfer {args.transfer} (replay: python -m "
+          f"bench.chaos --seed {args.seed} --transfer {args.transfer})", flush=True)
+    report = run_campaign(args.seed, args.kills, args.max_steps, args.work_dir, args.transfer)
     print(report.table())
     return 0 if report.ok else 1
 

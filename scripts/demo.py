@@ -61,11 +61,11 @@ def demo_env(endpoint: str, work: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "UPLOADER_",
                                                                       "TRAINER_", "HUB_"))}
     env.update({
-        "HF_ENDPOINT": endpoint, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1",
+        "HF_ENDPOINT": endpoint, "HF_TOKEN": TOKEN,
         "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1", "HF_HOME": str(work / "hf-home"),
         "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(work),
         "WANDB_PROJECT": "llama3-medical-ner-demo", "TOKENIZERS_PARALLELISM": "false",
-        "UPLOADER_TRANSFER": "lfs", "UPLOADER_SETTLE_SECONDS": "5", "PYTHONUNBUFFERED": "1",
+        "UPLOADER_SETTLE_SECONDS": "5", "PYTHONUNBUFFERED": "1",
     })
     return env
 

@@ -349,9 +349,9 @@ class HubClient:
 
     @property
     def transfer(self) -> str:
-        """"xet" or "lfs" as used now; "xet?" while auto has not asked the endpoint yet."""
+        """"xet" or "lfs" as used now; "auto" until auto has asked the endpoint."""
         served = self._xet_served
-        return "xet?" if served is None else ("xet" if served else "lfs")
+        return "auto" if served is None else ("xet" if served else "lfs")
 
     def _uses_xet(self, repo_id: str) -> bool:
         """Whether commits go through Xet; asks the endpoint once when the choice is auto."""

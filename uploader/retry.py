@@ -67,7 +67,8 @@ MAX_DETAIL_CHARS = 240
 TOKEN_HINT = "set HF_TOKEN or HF_TOKEN_FILE to a valid write token (https://huggingface.co/settings/tokens)"
 READ_ONLY_HINT = "set HF_TOKEN or HF_TOKEN_FILE to a token with the write role"
 NAMESPACE_HINT = (
-    "set HUB_NAMESPACE to your user or an org you can write to, or use a token of that namespace"
+    "set HUB_NAMESPACE to your user or an org you can write to, or set HF_TOKEN or HF_TOKEN_FILE "
+    "to a token of that namespace"
 )
 TRANSIENT_HINT = "the Hub or the network failed; the uploader retries with backoff"
 

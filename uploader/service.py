@@ -97,9 +97,6 @@ def token_provider(environ: Mapping[str, str]) -> Callable[[], str]:
 def make_hub(settings: UploaderSettings, tokens: Callable[[], str], environ: Mapping[str, str],
              stop: threading.Event | None = None, pacer: Pacer | None = None) -> HubClient:
     choice = choose_transfer(settings.transfer, environ)
-    log.info("transfer: %s (%s)", choice.name, choice.reason,
-             extra={"transfer": choice.name, "reason": choice.reason,
-                    "falls_back_to_lfs": choice.may_fall_back})
     config = HubConfig(endpoint=settings.endpoint, token_provider=tokens,
                        private=settings.private, connect_timeout=settings.connect_timeout,
                        read_timeout=settings.read_timeout,
@@ -128,7 +125,7 @@ def connect(hub: HubClient, settings: UploaderSettings, *, wait: bool,
     except AuthError as exc:
         raise ConfigError(exc.message, hint=exc.hint) from None
     log.info("connected", extra={"endpoint": settings.endpoint, "user": identity.name,
-                                 "namespace": namespace})
+                                 "namespace": namespace, "transfer": hub.transfer})
     return namespace
 
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import enum
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub import HfApi, constants, snapshot_download
 
 from devhub.testing import DevHub
+from devhub.xet import STORAGE_PREFIX
 from shared.layout import list_folders
 from shared.manifest import MANIFEST_FILENAME
 from shared.markers import read_marker
 from shared.naming import folder_timestamp, make_repo_name
+from tests.support import processes
 from tests.support.checkpoints import folder_bytes
 from tests.support.processes import kill_leftovers
 
@@ -29,11 +34,70 @@ def _no_leftover_uploaders() -> Iterator[None]:
     kill_leftovers()
 
 
+class Mode(enum.StrEnum):
+    """How a new user's setup meets the server; every e2e test runs in XET unless it asks."""
+
+    XET = "xet"  # the Hub as it is: devhub with Xet, the uploader's default transfer
+    FALLBACK = "no-xet-server"  # a server without Xet (`--no-xet`), the default transfer
+    DISABLED = "hf-hub-disable-xet"  # devhub with Xet, the user's HF_HUB_DISABLE_XET=1
+
+
+# For the modules whose behaviour the transfer can change: `pytestmark = EVERY_MODE`.
+EVERY_MODE = pytest.mark.parametrize("transfer_mode", list(Mode), indirect=True)
+
+
 @pytest.fixture
-def hub(tmp_path: Path) -> Iterator[DevHub]:
+def transfer_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Mode:
+    mode = Mode(getattr(request, "param", Mode.XET))
+    disabled = mode is Mode.DISABLED
+    monkeypatch.setattr(processes, "TRANSFER_ENV", {"HF_HUB_DISABLE_XET": "1"} if disabled else {})
+    # The test's own downloads (snapshot_download) take the same path as the user's would.
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", disabled)
+    return mode
+
+
+@pytest.fixture
+def hub(tmp_path: Path, transfer_mode: Mode) -> Iterator[DevHub]:
     with DevHub(tmp_path / "hub", users={USER: TOKEN, OTHER: OTHER_TOKEN},
-                read_tokens={USER: READ_TOKEN}) as server:
+                read_tokens={USER: READ_TOKEN}, xet=transfer_mode is not Mode.FALLBACK) as server:
         yield server
+
+
+def upload_rule(mode: Mode, **rule: Any) -> dict[str, Any]:
+    """A fault rule on the requests that carry file bytes in this mode (xorbs, or LFS PUTs)."""
+    if mode is Mode.XET:
+        return {"method": "POST", "path": f"^{STORAGE_PREFIX}/.*/v1/xorbs/", **rule}
+    return {"method": "PUT", "path": "^/_lfs/", **rule}
+
+
+def is_upload(mode: Mode, entry: dict[str, Any]) -> bool:
+    rule = upload_rule(mode)
+    return entry["method"] == rule["method"] and re.search(rule["path"], entry["path"]) is not None
+
+
+def _token_route(entry: dict[str, Any]) -> bool:
+    return "/xet-write-token/" in entry["path"] or "/xet-read-token/" in entry["path"]
+
+
+def _storage(entry: dict[str, Any]) -> bool:
+    return entry["path"].startswith(STORAGE_PREFIX)
+
+
+def assert_transfer(hub: DevHub, mode: Mode, uploader_processes: int = 1) -> None:
+    """The request log shows the transfer the mode must take (the issue's acceptance points)."""
+    log = hub.log()
+    if mode is Mode.XET:
+        uploads = [e for e in log if _storage(e) and e["method"] == "POST"]
+        assert any("/xorbs/" in e["path"] for e in uploads), "no xorb reached Xet storage"
+        assert any("/shards" in e["path"] for e in uploads), "no shard reached Xet storage"
+        assert not [e for e in log if "/info/lfs/objects/batch" in e["path"]], "LFS was used"
+    elif mode is Mode.FALLBACK:
+        misses = [e for e in log if _token_route(e) and e["status"] == 404]
+        assert 1 <= len(misses) <= uploader_processes, f"{len(misses)} Xet token 404s"
+        assert any("/info/lfs/objects/batch" in e["path"] for e in log), "LFS was not used"
+    else:
+        touched = [e["path"] for e in log if _token_route(e) or _storage(e)]
+        assert not touched, f"HF_HUB_DISABLE_XET=1, yet Xet endpoints were called: {touched[:3]}"
 
 
 @pytest.fixture

@@ -22,3 +22,4 @@ def test_fixed_seed_campaign_loses_nothing(tmp_path, monkeypatch):
     assert report.identical == report.expected
     assert report.restarts == 6 and report.devhub_restarts == 2
     assert sum(report.faults.values()) > 0
+    assert report.transfer == "xet" and report.upload_requests > 0  # the production path

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from devhub.xet import STORAGE_PREFIX
 from shared.markers import parse_utc
 from shared.run_info import read_run_info
 from tests.support.wandb_records import read_runs
@@ -81,3 +82,14 @@ def test_canary_token_appears_nowhere(demo):
         if path.is_file() and not path.is_symlink() and CANARY.encode() in path.read_bytes():
             leaks.append(str(path.relative_to(work)))
     assert leaks == []
+
+
+def test_demo_uploads_through_xet_by_default(demo):
+    # `make demo` sets no transfer: the uploader's default takes the production path.
+    _result, work, _out, _rows = demo
+    entries = [json.loads(line) for line in (work / "hub" / "requests.jsonl").read_text()
+               .splitlines() if line.strip()]
+    posted = [e["path"] for e in entries if e["method"] == "POST"]
+    assert any(p.startswith(STORAGE_PREFIX) and "/xorbs/" in p for p in posted), "no xorb upload"
+    assert any(p.startswith(STORAGE_PREFIX) and "/shards" in p for p in posted), "no shard upload"
+    assert not any("/info/lfs/objects/batch" in p for p in posted), "the demo fell back to LFS"

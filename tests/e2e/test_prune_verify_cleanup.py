@@ -20,6 +20,7 @@ from huggingface_hub import HfApi
 from shared.manifest import MANIFEST_FILENAME
 from shared.run_info import Outcome, finish_run, read_run_info, start_run
 from tests.e2e.conftest import (
+    EVERY_MODE,
     TOKEN,
     USER,
     assert_byte_identical,
@@ -88,6 +89,7 @@ def write_synthetic_run(out: Path, steps=tuple(LOSSES), final: bool = True,
     return sources
 
 
+@EVERY_MODE
 def test_prune_during_the_run_keeps_exactly_the_newest_and_the_best(hub, api, tmp_path):
     out = tmp_path / "out"
     info = start_run(out, base_model="tiny", resume=False)
@@ -119,6 +121,8 @@ def test_prune_during_the_run_keeps_exactly_the_newest_and_the_best(hub, api, tm
     assert "pruned local checkpoint" in proc.output() and "freed_bytes=" in proc.output()
 
 
+# A real Trainer run each: in the default mode only (what it checks, rotation racing pruning,
+# is the same whatever carries the bytes; the modes are covered by the synthetic runs above).
 @pytest.mark.parametrize("save_total_limit", [None, 2])
 def test_real_trainer_with_pruning_never_fails(hub, api, tmp_path, save_total_limit):
     """Rotation lists checkpoint-* then stats each folder: pruning must never race it."""
@@ -151,6 +155,7 @@ def test_real_trainer_with_pruning_never_fails(hub, api, tmp_path, save_total_li
     assert read_run_info(out).outcome is Outcome.COMPLETED
 
 
+@EVERY_MODE
 def test_verify_detects_damage_and_uploads_again(hub, api, tmp_path):
     out = tmp_path / "out"
     sources = write_synthetic_run(out, steps=(50, 100, 150), final=False)
@@ -187,6 +192,7 @@ def test_verify_detects_damage_and_uploads_again(hub, api, tmp_path):
     assert states(out)["checkpoint-150"] == "failed"
 
 
+@EVERY_MODE
 def test_damaged_remote_copy_is_uploaded_again_before_it_is_pruned(hub, api, tmp_path):
     out = tmp_path / "out"
     info = start_run(out, base_model="tiny", resume=False)

@@ -11,16 +11,20 @@ import pytest
 
 from shared.run_info import Outcome, finish_run, start_run
 from tests.e2e.conftest import (
+    EVERY_MODE,
     OTHER,
     PREFIX,
     READ_TOKEN,
     TOKEN,
     USER,
     assert_byte_identical,
+    assert_transfer,
     commit_count,
     expected_repo,
+    is_upload,
     repos,
     snapshot_sources,
+    upload_rule,
 )
 from tests.support.checkpoints import folder_bytes, write_checkpoint
 from tests.support.processes import UploaderProcess, run_uploader, uploader_env
@@ -58,12 +62,15 @@ def watch(hub, output_dir, tmp_path, *extra, token=TOKEN, name="uploader", **env
                            uploader_env(hub.url, token, **env), tmp_path / f"{name}.log").start()
 
 
-def test_watch_uploads_every_checkpoint_once_and_exits_when_done(hub, api, tmp_path):
+@EVERY_MODE
+def test_watch_uploads_every_checkpoint_once_and_exits_when_done(hub, api, tmp_path,
+                                                                 transfer_mode):
     out = tmp_path / "out"
     sources = write_run(out)
     proc = watch(hub, out, tmp_path, "--exit-when-done")
     assert proc.wait(120) == 0, proc.output()
     check_exactly_once(api, out, sources, tmp_path)
+    assert_transfer(hub, transfer_mode)
     assert "Checkpoint at step 50" in [c.title for c in api.list_repo_commits(
         expected_repo(out, "checkpoint-50"))]
     assert "Step: 150" in proc.output()
@@ -76,6 +83,7 @@ def test_watch_uploads_every_checkpoint_once_and_exits_when_done(hub, api, tmp_p
     assert sum(r["best"] for r in rows) == 1
 
 
+@EVERY_MODE
 def test_checkpoints_without_markers_are_uploaded_after_settling(hub, api, tmp_path):
     out = tmp_path / "out"
     sources = write_run(out, marker=False, final=False)
@@ -84,12 +92,13 @@ def test_checkpoints_without_markers_are_uploaded_after_settling(hub, api, tmp_p
     check_exactly_once(api, out, sources, tmp_path)
 
 
-def test_rotation_deleting_queued_and_in_flight_folders_loses_nothing(hub, api, tmp_path):
+@EVERY_MODE
+def test_rotation_deleting_queued_and_in_flight_folders_loses_nothing(hub, api, tmp_path,
+                                                                      transfer_mode):
     out = tmp_path / "out"
     info = start_run(out, base_model="tiny", resume=False)
-    # Slow LFS uploads: each checkpoint takes a while, so later ones queue up behind it.
-    hub.add_faults({"action": "throttle", "method": "PUT", "path": "^/_lfs/",
-                    "bytes_per_second": 400_000})
+    # Slow uploads: each checkpoint takes a while, so later ones queue up behind it.
+    hub.add_faults(upload_rule(transfer_mode, action="throttle", bytes_per_second=400_000))
     proc = watch(hub, out, tmp_path)
     proc.wait_output("watching", 60)
     sources: dict[str, dict] = {}
@@ -112,13 +121,15 @@ def test_rotation_deleting_queued_and_in_flight_folders_loses_nothing(hub, api, 
     check_exactly_once(api, out, sources, tmp_path, expected)
 
 
-def test_503_429_reset_and_stall_each_checkpoint_exactly_once(hub, api, tmp_path):
+@EVERY_MODE
+def test_503_429_reset_and_stall_each_checkpoint_exactly_once(hub, api, tmp_path,
+                                                             transfer_mode):
     out = tmp_path / "out"
     sources = write_run(out, adapter_bytes=11 * 1024 * 1024 // 4 * 4, steps=(50, 100))
     hub.add_faults([
         {"action": "status", "status": 503, "path": "^/api/repos/create$", "times": 3},
         {"action": "status", "status": 429, "retry_after": 1, "path": "/commit/", "times": 1},
-        {"action": "reset", "when": "mid_body", "method": "PUT", "path": "^/_lfs/", "times": 1},
+        upload_rule(transfer_mode, action="reset", when="mid_body", times=1),
         {"action": "stall", "path": "/commit/", "times": 1, "seconds": 30},
         {"action": "status", "status": 502, "path": "/paths-info/", "times": 2},
     ])
@@ -128,6 +139,8 @@ def test_503_429_reset_and_stall_each_checkpoint_exactly_once(hub, api, tmp_path
     assert all(rule["hits"] >= 1 for rule in hub.faults()), hub.faults()
 
 
+# The start-up refusals below end before any file is sent, so the transfer cannot change them:
+# they run in the default mode only.
 def test_401_at_start_exits_2_with_one_line(hub, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -151,12 +164,13 @@ def test_token_that_cannot_write_is_a_startup_error(hub, tmp_path, case):
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_kill_9_at_random_moments_gives_one_repo_per_checkpoint(hub, api, tmp_path):
+@EVERY_MODE
+def test_kill_9_at_random_moments_gives_one_repo_per_checkpoint(hub, api, tmp_path,
+                                                                transfer_mode):
     out = tmp_path / "out"
     rng = random.Random(20261128)
     sources = write_run(out, steps=(50, 100, 150, 200), adapter_bytes=2 * 1024 * 1024)
-    hub.add_faults({"action": "throttle", "method": "PUT", "path": "^/_lfs/",
-                    "bytes_per_second": 3_000_000})
+    hub.add_faults(upload_rule(transfer_mode, action="throttle", bytes_per_second=3_000_000))
     kills = 0
     while kills < 20:
         proc = watch(hub, out, tmp_path, "--exit-when-done", name=f"run{kills}")
@@ -172,6 +186,7 @@ def test_kill_9_at_random_moments_gives_one_repo_per_checkpoint(hub, api, tmp_pa
     check_exactly_once(api, out, sources, tmp_path)
 
 
+@EVERY_MODE
 def test_state_lost_after_crash_between_create_repo_and_commit(hub, api, tmp_path):
     out = tmp_path / "out"
     sources = write_run(out, steps=(50, 100))
@@ -188,6 +203,7 @@ def test_state_lost_after_crash_between_create_repo_and_commit(hub, api, tmp_pat
     check_exactly_once(api, out, sources, tmp_path)
 
 
+@EVERY_MODE
 def test_state_dir_deleted_mid_run_creates_no_duplicate(hub, api, tmp_path):
     out = tmp_path / "out"
     sources = write_run(out, steps=(50, 100, 150))
@@ -200,6 +216,7 @@ def test_state_dir_deleted_mid_run_creates_no_duplicate(hub, api, tmp_path):
     check_exactly_once(api, out, sources, tmp_path)
 
 
+@EVERY_MODE
 def test_two_uploaders_on_one_directory_upload_nothing_twice(hub, api, tmp_path):
     out = tmp_path / "out"
     sources = write_run(out)
@@ -216,13 +233,14 @@ def test_two_uploaders_on_one_directory_upload_nothing_twice(hub, api, tmp_path)
     assert refused.returncode == 2 and str(holder.pid) in refused.stderr, refused.stderr
 
 
-def test_sigterm_drains_within_grace_and_backfill_completes_the_rest(hub, api, tmp_path):
+@EVERY_MODE
+def test_sigterm_drains_within_grace_and_backfill_completes_the_rest(hub, api, tmp_path,
+                                                                     transfer_mode):
     out = tmp_path / "out"
     sources = write_run(out, steps=(50, 100, 150), adapter_bytes=3 * 1024 * 1024)
-    hub.add_faults({"action": "throttle", "method": "PUT", "path": "^/_lfs/",
-                    "bytes_per_second": 1_000_000})
+    hub.add_faults(upload_rule(transfer_mode, action="throttle", bytes_per_second=1_000_000))
     proc = watch(hub, out, tmp_path, "--drain-grace", "2")
-    wait_for(lambda: any(e["method"] == "PUT" for e in hub.log()), 60, "an LFS upload")
+    wait_for(lambda: any(is_upload(transfer_mode, e) for e in hub.log()), 60, "an upload")
     stopped = threading.Event()
     import time
 

@@ -13,26 +13,31 @@ from typing import ClassVar
 from tests.support.waiting import wait_for
 
 FAST_SETTINGS = {
-    # CI-sized timings: every wait in the uploader shrinks, none of its logic changes.
+    # CI-sized timings: every wait in the uploader shrinks, none of its logic changes. The
+    # transfer is left at its default (auto), as a new user has it.
     "UPLOADER_SETTLE_SECONDS": "0.5",
     "UPLOADER_SCAN_INTERVAL": "2",
     "UPLOADER_ROUND_BACKOFF": "0.5",
     "UPLOADER_ROUND_BACKOFF_MAX": "2",
     "UPLOADER_RETRY_MAX_WAIT": "0.5",
-    "UPLOADER_TRANSFER": "lfs",
     "UPLOADER_READ_TIMEOUT": "10",
     "UPLOADER_CONNECT_TIMEOUT": "5",
     "UPLOADER_RUN_END_GRACE": "5",
 }
 
 
+# What the transfer mode under test adds to every uploader's environment (tests/e2e's
+# `transfer_mode` fixture patches it for one test, e.g. the user's HF_HUB_DISABLE_XET=1).
+TRANSFER_ENV: dict[str, str] = {}
+
+
 def uploader_env(endpoint: str, token: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("UPLOADER_", "HF_", "HUB_", "WANDB_"))}
-    env |= {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+    env |= {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_UPDATE_CHECK": "1",
             "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
-    env |= FAST_SETTINGS
+    env |= FAST_SETTINGS | TRANSFER_ENV
     if token is not None:
         env["HF_TOKEN"] = token
     env |= extra
