@@ -30,6 +30,11 @@ class Transfer(enum.StrEnum):
     LFS = "lfs"  # plain git-LFS
 
 
+class PruneCheck(enum.StrEnum):
+    CONTENT = "content"  # the Hub's hashes derive from the bytes it received (Xet), or read back
+    DEEP = "deep"  # download and hash every file before deleting the local copy
+
+
 class LogFormat(enum.StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -107,6 +112,18 @@ class UploaderSettings(BaseSettings):
     free_space_warning: float = _opt(0.1, "warn when free space on the output dir falls below this "
                                      "fraction", ("watch",))
 
+    prune_check: PruneCheck = _opt(PruneCheck.CONTENT, "what must pass before a local copy is "
+                                   "pruned: content (the Hub's content hashes) or deep (download "
+                                   "and hash every file)", ("watch", "verify"))
+    max_staged_bytes: int = _opt(0, "most bytes held in staging by checkpoints the trainer "
+                                 "already deleted (0: only the free-space floor applies)",
+                                 ("watch", "backfill"))
+    abandoned_after: float = _opt(3600.0, "an unmarked folder unchanged this long, in a run that "
+                                  "never ended, is ignored with a warning instead of blocking "
+                                  "pruning (s)", ("watch", "backfill"))
+    auth_failure_grace: float = _opt(600.0, "with --exit-when-done: once the run ended and only "
+                                     "auth failures remain, exit 1 after this long (s)",
+                                     ("watch",))
     dry_run: bool = _opt(False, "print the plan, change nothing", ("backfill", "cleanup"))
     json_output: bool = _opt(False, "print JSON only", ("status", "best"), flag="--json")
     health: bool = _opt(False, "exit 0 when a watcher holds the state and ran recently", ("status",))
@@ -154,7 +171,8 @@ class UploaderSettings(BaseSettings):
             raise ValueError(f"must be greater than 0, not {value}")
         return value
 
-    @field_validator("drain_grace", "max_rate_limit_wait", "run_end_grace", "health_max_age")
+    @field_validator("drain_grace", "max_rate_limit_wait", "run_end_grace", "health_max_age",
+                     "abandoned_after", "auth_failure_grace")
     @classmethod
     def _non_negative(cls, value: float) -> float:
         if value < 0:
@@ -162,7 +180,7 @@ class UploaderSettings(BaseSettings):
         return value
 
     @field_validator("keep_last", "keep_best", "keep_latest", "max_commits_per_hour",
-                     "max_repos_per_hour")
+                     "max_repos_per_hour", "max_staged_bytes")
     @classmethod
     def _count(cls, value: int) -> int:
         if value < 0:
