@@ -163,13 +163,18 @@ class Pipeline:
             return self.store.add(version, repo_id=repo_id, url=self.hub.repo_url(repo_id),
                                   metrics=metrics, state=state)
 
-    def _stage(self, record: Record, version: FolderVersion) -> StagedFolder | None:
+    def _stage(self, record: Record, version: FolderVersion, *, raise_errors: bool = False
+               ) -> StagedFolder | None:
+        """The snapshot; None when the folder vanished. A staging failure is recorded on the
+        record (and raised with `raise_errors`, for the upload attempt to count it)."""
         try:
             staged = self.stager.stage(version.ref.path(self.config.output_dir), version)
         except StagingError as exc:
             log.error("cannot stage checkpoint", extra={"folder": record.folder,
                                                         "error": exc.one_line()})
             self._update(record, last_error=exc.one_line(), error_class=type(exc).__name__)
+            if raise_errors:
+                raise
             return None
         except FileNotFoundError:
             return None
@@ -218,7 +223,12 @@ class Pipeline:
 
     def upload(self, record: Record) -> Record:
         """One attempt at one record; every outcome is recorded before returning."""
-        staged = self._staged_copy(record)
+        try:
+            staged = self._staged_copy(record)
+        except StagingError as exc:
+            # The folder still holds this version: never drop it for a fault of ours (no space,
+            # permissions); it stays due, with the error in `status`, until staging works.
+            return self._failed(record, exc)
         if staged is None:
             return self._update(record, state=State.SUPERSEDED,
                                 last_error="folder changed or vanished before it was staged")
@@ -267,7 +277,7 @@ class Pipeline:
         version = self.judge(ref_of(record)).version
         if version is None or version.version_key != record.version_key:
             return None
-        return self._stage(record, version)
+        return self._stage(record, version, raise_errors=True)
 
     def _drop_changed(self, record: Record) -> Record:
         log.warning("staged bytes changed under the upload (in-place rewrite); dropping this "
@@ -337,7 +347,9 @@ class Pipeline:
             permanent = isinstance(error, PermanentError) and not isinstance(error, AuthError)
             wait = min(self.config.round_backoff * 2 ** max(record.attempts - 1, 0),
                        self.config.round_backoff_max)
-            fields |= {"state": State.FAILED, "permanent": permanent,
+            # A snapshot we could not take is our fault, not the checkpoint's: still pending.
+            state = State.PENDING if isinstance(error, StagingError) else State.FAILED
+            fields |= {"state": state, "permanent": permanent,
                        "next_attempt_at": None if permanent else self.clock() + wait}
             level = logging.ERROR if permanent or isinstance(error, AuthError) else logging.WARNING
             log.log(level, "upload failed", extra={

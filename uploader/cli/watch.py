@@ -19,8 +19,10 @@ import time
 from contextlib import ExitStack
 
 from shared.layout import Kind
+from uploader.auth_watch import AuthFailures
 from uploader.cli import EXIT_FAILED, EXIT_OK
 from uploader.cli.console import TRACKING_CLOSE_TIMEOUT, attach_events, stop_on_signals
+from uploader.errors import AuthError
 from uploader.events import FanoutEvents
 from uploader.logs import quiet_progress_bars, setup_logging
 from uploader.pipeline import Pipeline, pending_work
@@ -56,7 +58,7 @@ def run(settings: UploaderSettings) -> int:
         log.info("watching", extra={"output_dir": str(settings.output_dir),
                                     "namespace": opened.namespace, "pid": os.getpid(),
                                     "prune": settings.prune})
-        code = _supervise(watcher, opened.pipeline, settings, stop)
+        code, refused = _supervise(watcher, opened.pipeline, settings, stop)
         if not watcher.join(settings.drain_grace):
             log.warning("upload in flight abandoned after the grace period; it is redone on "
                         "restart or by `backfill`", extra={"grace": settings.drain_grace})
@@ -64,6 +66,8 @@ def run(settings: UploaderSettings) -> int:
             logging.shutdown()
             os._exit(code)  # the abandoned HTTP call cannot be interrupted; state is recorded
         log.info("stopped", extra={"exit_code": code})
+        if refused is not None:
+            raise refused  # printed as the one `error:` line, exit 1
         return code
 
 
@@ -85,8 +89,10 @@ def _pruner(opened: Opened, settings: UploaderSettings) -> Pruner:
 
 
 def _supervise(watcher: Watcher, pipeline: Pipeline, settings: UploaderSettings,
-               stop: threading.Event) -> int:
-    """The caller's thread: heartbeat for `status --health`, and the exit-when-done check."""
+               stop: threading.Event) -> tuple[int, AuthError | None]:
+    """The caller's thread: heartbeat for `status --health`, and the exit-when-done check
+    (which also ends a finished run whose only failures are refused credentials)."""
+    auth = AuthFailures(settings.auth_failure_grace)
     next_beat = 0.0
     ended_scan: int | None = None
     ended_at: float | None = None
@@ -108,8 +114,12 @@ def _supervise(watcher: Watcher, pipeline: Pipeline, settings: UploaderSettings,
         code = _done(watcher, pipeline, settings, ended_scan, ended_at or 0.0)
         if code is not None:
             stop.set()
-            return code
-    return EXIT_OK
+            return code, None
+        refused = auth.check(pipeline.records())
+        if refused is not None:
+            stop.set()
+            return EXIT_FAILED, refused
+    return EXIT_OK, None
 
 
 def _done(watcher: Watcher, pipeline: Pipeline, settings: UploaderSettings, ended_scan: int,

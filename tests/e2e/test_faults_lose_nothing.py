@@ -1,0 +1,78 @@
+"""Faults that used to lose a checkpoint or loop forever, each in both transfers where it matters."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.run_info import Outcome, finish_run, start_run
+from tests.e2e.conftest import (
+    EVERY_MODE,
+    TOKEN,
+    assert_byte_identical,
+    commit_count,
+    expected_repo,
+    repos,
+    snapshot_sources,
+)
+from tests.support.checkpoints import write_checkpoint
+from tests.support.processes import UploaderProcess, run_uploader, uploader_env
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def watch(hub, out: Path, tmp_path: Path, *extra: str, name: str = "uploader", **env: str):
+    return UploaderProcess(["watch", "--output-dir", str(out), *extra],
+                           uploader_env(hub.url, TOKEN, **env), tmp_path / f"{name}.log").start()
+
+
+def rows(hub, out: Path) -> dict[str, dict]:
+    result = run_uploader(["status", "--output-dir", str(out), "--json"],
+                          uploader_env(hub.url, None))
+    return {row["folder"]: row for row in json.loads(result.stdout or "[]")}
+
+
+@EVERY_MODE
+def test_staging_failure_keeps_the_checkpoint_pending_until_it_can_be_staged(hub, api, tmp_path):
+    out = tmp_path / "out"
+    info = start_run(out, base_model="tiny", resume=False)
+    write_checkpoint(out, 50, run_id=info.run_id)
+    sources = snapshot_sources(out)
+    finish_run(out, Outcome.COMPLETED)
+    # Staging cannot work while its folder's place is taken by a file (as root, where no
+    # permission bit stops us, this is the simplest OSError to provoke).
+    (out / ".uploader").mkdir()
+    blocker = out / ".uploader" / "staging"
+    blocker.write_text("not a folder")
+    proc = watch(hub, out, tmp_path, "--exit-when-done")
+    wait_for(lambda: "cannot stage" in (rows(hub, out).get("checkpoint-50", {})
+                                        .get("last_error") or ""), 60, "the staging error")
+    row = rows(hub, out)["checkpoint-50"]
+    assert row["state"] == "pending", row
+    assert proc.running(), "it exited while a checkpoint was not uploaded"
+    blocker.unlink()
+    assert proc.wait(120) == 0, proc.output()
+    repo = expected_repo(out, "checkpoint-50")
+    assert repos(api) == [repo] and commit_count(api, repo) == 2
+    assert_byte_identical(api, repo, sources["checkpoint-50"], tmp_path / "dl")
+
+
+def test_token_revoked_mid_run_ends_exit_when_done_with_one_line(hub, tmp_path):
+    out = tmp_path / "out"
+    info = start_run(out, base_model="tiny", resume=False)
+    write_checkpoint(out, 50, run_id=info.run_id)
+    finish_run(out, Outcome.COMPLETED)
+    # Every call after start-up is refused, as when the token is revoked mid-run.
+    hub.add_faults({"action": "status", "status": 401, "path": "^/api/(?!whoami)",
+                    "message": "Invalid credentials in Authorization header"})
+    started = time.monotonic()
+    proc = watch(hub, out, tmp_path, "--exit-when-done", "--auth-failure-grace", "3")
+    assert proc.wait(90) == 1, proc.output()
+    assert time.monotonic() - started < 60
+    lines = [line for line in proc.output().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "HF_TOKEN" in lines[0], proc.output()[-2000:]
+    assert (out / "checkpoint-50").is_dir()  # nothing local is touched
