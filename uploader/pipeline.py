@@ -244,6 +244,10 @@ class Pipeline:
             record = self._update(record, state=State.UPLOADED, commit_sha=sha,
                                   uploaded_at=self.clock())
             verify_commit(self.hub, record.repo_id, sha, files)
+            if not self.stager.unchanged(staged):
+                # Rewritten in place while it was read for the upload: what the Hub holds may
+                # mix two versions. Never `verified`; the new version is uploaded on its own.
+                return self._drop_changed(record)
         except UploaderError as exc:
             return self._failed(record, exc)
         except OSError as exc:
@@ -338,6 +342,9 @@ class Pipeline:
             return self._postponed(record, error)
         fields: dict[str, object] = {"last_error": error.one_line(),
                                      "error_class": type(error).__name__}
+        if isinstance(error, VerificationError):
+            # What reached the Hub is not what we hashed: hash the staged bytes afresh.
+            self._digests.pop(record.version_key, None)
         if isinstance(error, VerificationError) and record.attempts < IMMEDIATE_REUPLOADS:
             # The remote copy is wrong: upload again from the (still staged) local bytes.
             fields |= {"state": State.PENDING, "next_attempt_at": None}

@@ -48,6 +48,7 @@ from uploader.errors import (
     RateLimitedError,
     TransientError,
     UploaderError,
+    VerificationError,
 )
 from uploader.xet_errors import classify_xet
 
@@ -71,6 +72,8 @@ NAMESPACE_HINT = (
     "to a token of that namespace"
 )
 TRANSIENT_HINT = "the Hub or the network failed; the uploader retries with backoff"
+# How a server says an upload's bytes do not hash to the oid it was announced with.
+CONTENT_MISMATCH = "does not match"
 
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     httpx2.TransportError,
@@ -220,6 +223,10 @@ def _classify_status(exc: BaseException, what: str, wrapper: str) -> UploaderErr
         return TransientError(f"{base}: {detail}" if detail else base, TRANSIENT_HINT)
     if status in (401, 403) and not isinstance(exc, RepositoryNotFoundError):
         return auth_error(status, detail, f"{what} failed: {wrapper}", _host_of(response))
+    if status == 400 and CONTENT_MISMATCH in detail.lower():
+        # The bytes that arrived are not those we hashed (changed on disk with its mtime kept,
+        # or damaged in transit): the pipeline re-reads, re-hashes and uploads again.
+        return VerificationError(f"{base}: {detail}", "the files are hashed and uploaded again")
     if isinstance(exc, RepositoryNotFoundError):
         return PermanentError(f"{base}: repository not found or not visible to this token",
                               "check the repo id and that the token can read it")

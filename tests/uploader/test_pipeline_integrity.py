@@ -1,0 +1,118 @@
+"""The pipeline against devhub through the real client: what may and may not become `verified`."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from shared.layout import list_folders
+from shared.run_info import start_run
+from tests.support.checkpoints import write_checkpoint
+from uploader.detect import CompletionDetector
+from uploader.hub import HubClient, LocalFile
+from uploader.pipeline import Pipeline, PipelineConfig
+from uploader.stage import Stager
+from uploader.state import State, StateStore
+
+from .conftest import ALICE, HubClientFactory
+
+SETTLE_S = 0.0
+
+
+class RewritingHub(HubClient):
+    """The real client, with the trainer rewriting a staged file in place (same inode, same
+    size, new bytes) right after the upload read it: the window hashes cannot see."""
+
+    target: Path | None = None
+
+    def commit(self, repo_id: str, files: list[LocalFile], message: str) -> str:
+        sha = super().commit(repo_id, files, message)
+        if self.target is not None:
+            size = self.target.stat().st_size
+            with open(self.target, "r+b") as fh:  # open("w") on the same path: same inode
+                fh.write(bytes(size))
+            self.target = None
+        return sha
+
+
+@pytest.fixture(params=[True, False], ids=["xet", "lfs"])
+def pipeline(tmp_path: Path, make_hub_client: HubClientFactory, request) -> Pipeline:
+    out = tmp_path / "out"
+    run = start_run(out, base_model="tiny", resume=False)
+    write_checkpoint(out, 50, run_id=run.run_id)
+    state_dir = out / ".uploader"
+    store = StateStore.open(state_dir)
+    request.addfinalizer(store.close)
+    base = make_hub_client()
+    hub = RewritingHub(replace(base.config, use_xet=request.param, xet_fallback=False),
+                       base.policy)
+    config = PipelineConfig(output_dir=out, namespace=ALICE,
+                            prefix=f"integrity-{uuid.uuid4().hex[:8]}",
+                            run_id=run.run_id, source_host="test")
+    return Pipeline(config, store, CompletionDetector(out, SETTLE_S),
+                    Stager(state_dir / "staging"), hub)
+
+
+def test_a_file_rewritten_in_place_during_the_upload_is_never_verified(
+        pipeline: Pipeline) -> None:
+    hub = pipeline.hub
+    assert isinstance(hub, RewritingHub)
+    (ref,) = [r for r in list_folders(pipeline.config.output_dir) if r.name == "checkpoint-50"]
+    pipeline.observe(ref)
+    (record,) = pipeline.records()
+    staged = pipeline.stager.get(record.version_key)
+    assert staged is not None
+    hub.target = staged.path / "optimizer.pt"
+    after = pipeline.upload(record)
+    assert after.state is not State.VERIFIED, after
+    assert after.state is State.SUPERSEDED and "changed" in (after.last_error or "")
+
+
+class SilentRewriteHub(HubClient):
+    """The real client, with a staged file rewritten in place just before the first commit and
+    its mtime put back: the stat check cannot see it, only the server's hash of the bytes can."""
+
+    target: Path | None = None
+
+    def commit(self, repo_id: str, files: list[LocalFile], message: str) -> str:
+        if self.target is not None:
+            st = self.target.stat()
+            with open(self.target, "r+b") as fh:
+                fh.write(b"\xff" * st.st_size)
+            os.utime(self.target, ns=(st.st_atime_ns, st.st_mtime_ns))
+            self.target = None
+        return super().commit(repo_id, files, message)
+
+
+def test_bytes_that_do_not_match_their_hash_are_rehashed_and_uploaded_again(
+        tmp_path: Path, make_hub_client: HubClientFactory) -> None:
+    # devhub hashes LFS uploads, as a plain LFS server can: it answers 400 "does not match".
+    out = tmp_path / "out"
+    run = start_run(out, base_model="tiny", resume=False)
+    write_checkpoint(out, 50, run_id=run.run_id)
+    store = StateStore.open(out / ".uploader")
+    try:
+        base = make_hub_client()
+        hub = SilentRewriteHub(replace(base.config, use_xet=False, xet_fallback=False),
+                               base.policy)
+        pipeline = Pipeline(
+            PipelineConfig(output_dir=out, namespace=ALICE, prefix=f"mismatch-{uuid.uuid4().hex[:8]}",
+                           run_id=run.run_id, source_host="test"),
+            store, CompletionDetector(out, SETTLE_S), Stager(out / ".uploader" / "staging"), hub)
+        (ref,) = [r for r in list_folders(out) if r.name == "checkpoint-50"]
+        pipeline.observe(ref)
+        (record,) = pipeline.records()
+        staged = pipeline.stager.get(record.version_key)
+        assert staged is not None
+        hub.target = staged.path / "optimizer.pt"
+        first = pipeline.upload(record)
+        assert first.state is State.PENDING and not first.permanent, first
+        assert "does not match" in (first.last_error or "")
+        second = pipeline.upload(first)
+        assert second.state is State.VERIFIED, second
+    finally:
+        store.close()
