@@ -1,13 +1,21 @@
 """Environment variable names both containers read, so compose sets each of them once.
 
 The settings models live in `trainer/` and `uploader/`; they take these names verbatim (not under
-`TRAINER_`/`UPLOADER_`). The token is only ever read from the environment or a secret file, never
-from a command-line flag, where `ps` would show it.
+`TRAINER_`/`UPLOADER_`). The token is only ever read from the environment, a secret file or the
+login `hf auth login` saved, never from a command-line flag, where `ps` would show it.
+
+`.env` is read the same way by both programs (`apply_dotenv`, first thing in each CLI): every
+variable in it that the process environment does not already set is added to the environment,
+so `HF_TOKEN`, `HF_ENDPOINT`, `WANDB_*`, `TRAINER_*` and `UPLOADER_*` all work from it, and the
+libraries that read the environment themselves (huggingface_hub, wandb) see the same values.
+The environment wins over the file, as in python-dotenv and pydantic-settings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import re
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 HF_TOKEN = "HF_TOKEN"
@@ -18,6 +26,10 @@ HUB_REPO_PREFIX = "HUB_REPO_PREFIX"
 WANDB_PROJECT = "WANDB_PROJECT"
 WANDB_RUN_GROUP = "WANDB_RUN_GROUP"
 WANDB_MODE = "WANDB_MODE"
+WANDB_DIR = "WANDB_DIR"
+WANDB_ENTITY = "WANDB_ENTITY"
+WANDB_RUN_ID = "WANDB_RUN_ID"
+DOTENV_FILE = ".env"
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -45,3 +57,47 @@ def read_token(environ: Mapping[str, str]) -> str | None:
         return token
     token = environ.get(HF_TOKEN, "").strip()
     return token or None
+
+
+# `KEY=value`, optionally after `export `; a value is '...' (literal), "..." (with \\n-style
+# escapes) or bare (up to an inline ` #` comment), as python-dotenv reads the common cases.
+_DOTENV_LINE = re.compile(
+    r"""^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_.]*)\s*=\s*"""
+    r"""(?:'(?P<single>[^']*)'|"(?P<double>(?:\\.|[^"\\])*)"|(?P<bare>.*?))"""
+    r"""\s*(?:\s#.*)?$""")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "'": "'"}
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """The variables a `.env` file sets; {} when there is none. Malformed lines are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return {}
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _DOTENV_LINE.match(line)
+        if match is None:
+            continue
+        if match["single"] is not None:
+            value = match["single"]
+        elif match["double"] is not None:
+            value = re.sub(r"\\(.)", lambda m: _ESCAPES.get(m[1], "\\" + m[1]), match["double"])
+        else:
+            value = match["bare"] or ""
+        values[match["key"]] = value
+    return values
+
+
+def apply_dotenv(environ: MutableMapping[str, str] | None = None,
+                 path: Path | str = DOTENV_FILE) -> dict[str, str]:
+    """Add `.env`'s variables that `environ` (default: the process's) lacks; returns those added.
+
+    Called once at the start of each CLI, before any library reads the environment.
+    """
+    target = os.environ if environ is None else environ
+    added = {k: v for k, v in read_dotenv(Path(path)).items() if k not in target}
+    target.update(added)
+    return added

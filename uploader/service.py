@@ -30,7 +30,7 @@ from uploader.retry import RetryPolicy
 from uploader.settings import UploaderSettings
 from uploader.stage import DEFAULT_DENYLIST, Stager
 from uploader.state import StateStore
-from uploader.transfer import choose_transfer
+from uploader.transfer import HF_XET_CACHE, choose_transfer
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +79,32 @@ def check_output_dir(settings: UploaderSettings, must_exist: bool) -> Path:
 
 
 def token_provider(environ: Mapping[str, str]) -> Callable[[], str]:
-    """Checks the token now and returns a function that re-reads it (rotated secret files)."""
+    """Checks the token now and returns a function that re-reads it before each call.
+
+    `HF_TOKEN_FILE` (a secret file, so a rotated secret takes effect), then `HF_TOKEN`, then the
+    login `hf auth login` saved, found by huggingface_hub itself (`HF_HOME`, `HF_TOKEN_PATH`,
+    refreshed when it is an expiring OAuth token).
+    """
 
     def current() -> str:
         try:
-            token = read_token(environ)
+            token = read_token(environ) or saved_login()
         except TokenError as exc:
             raise ConfigError(str(exc)) from None
         if token is None:
-            raise ConfigError("no Hub token", hint="set HF_TOKEN or HF_TOKEN_FILE (a secret file)")
+            raise ConfigError("no Hub token", hint="set HF_TOKEN or HF_TOKEN_FILE (a secret "
+                              "file), or run `hf auth login`")
         return token
 
     current()
     return current
+
+
+def saved_login() -> str | None:
+    """The token of `hf auth login`, where huggingface_hub keeps it; None when not logged in."""
+    from huggingface_hub import get_token
+
+    return get_token()
 
 
 def make_hub(settings: UploaderSettings, tokens: Callable[[], str], environ: Mapping[str, str],
@@ -100,7 +113,9 @@ def make_hub(settings: UploaderSettings, tokens: Callable[[], str], environ: Map
     config = HubConfig(endpoint=settings.endpoint, token_provider=tokens,
                        private=settings.private, connect_timeout=settings.connect_timeout,
                        read_timeout=settings.read_timeout,
-                       use_xet=choice.use_xet, xet_fallback=choice.may_fall_back)
+                       use_xet=choice.use_xet, xet_fallback=choice.may_fall_back,
+                       xet_cache=Path(environ[HF_XET_CACHE]) if environ.get(HF_XET_CACHE)
+                       else None)
     return HubClient(config, retry_policy(settings), stop=stop, pacer=pacer)
 
 
@@ -202,4 +217,4 @@ def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapp
 
 
 __all__ = ["Opened", "check_output_dir", "check_rank", "connect",
-           "make_pacer", "open_pipeline", "read_run", "token_provider"]
+           "make_pacer", "open_pipeline", "read_run", "saved_login", "token_provider"]

@@ -1,21 +1,23 @@
 """Every uploader setting, once: a CLI flag after its subcommand and `UPLOADER_<NAME>` in the env.
 
 Names both containers share (`HF_ENDPOINT`, `HUB_NAMESPACE`, `HUB_REPO_PREFIX`) are read without the
-prefix so compose sets them once. The token is never a setting here: it comes only from `HF_TOKEN`
-or `HF_TOKEN_FILE` (a flag would show in `ps`). Configuration flows one way: the CLI builds an
-`UploaderSettings`, checks it, and passes frozen values down; nothing below the CLI reads the
-environment.
+prefix so compose sets them once. The token is never a setting here: it comes from `HF_TOKEN`,
+`HF_TOKEN_FILE` or the saved `hf auth login` (a flag would show in `ps`). List settings take
+`a,b` (as users write them in a shell or `.env`) as well as a JSON list. Configuration flows
+one way: the CLI builds an `UploaderSettings`, checks it, and passes frozen values down; nothing
+below the CLI reads the environment.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlparse
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared import env as shared_env
 from shared.layout import default_state_dir
@@ -58,7 +60,9 @@ class UploaderSettings(BaseSettings):
     """The uploader's configuration; see the README's table (generated from this model)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="UPLOADER_", env_file=".env", populate_by_name=True, extra="ignore",
+        # `.env` is applied to the environment by the CLI (`shared.env.apply_dotenv`), one reader
+        # for every variable and both programs, so no `env_file` here.
+        env_prefix="UPLOADER_", populate_by_name=True, extra="ignore",
         frozen=True,
     )
 
@@ -91,8 +95,8 @@ class UploaderSettings(BaseSettings):
     round_backoff_max: float = _opt(1800.0, "longest wait between rounds (s)", ("watch", "backfill"))
     connect_timeout: float = _opt(10.0, "HTTP connect timeout (s)", UPLOADING)
     read_timeout: float = _opt(120.0, "HTTP read timeout (s)", UPLOADING)
-    denylist: list[str] = _opt([], "extra file patterns never uploaded (added to .env, *.pem, ...)",
-                               ("watch", "backfill"))
+    denylist: Annotated[list[str], NoDecode] = _opt(
+        [], "extra file patterns never uploaded (added to .env, *.pem, ...)", ("watch", "backfill"))
     wait_for_lock: bool = _opt(False, "wait for another uploader on this state dir instead of exiting",
                                ("watch", "backfill", "verify", "cleanup"))
 
@@ -136,6 +140,11 @@ class UploaderSettings(BaseSettings):
     keep_best: int = _opt(1, "cleanup: best checkpoint repos kept", ("cleanup",))
     keep_latest: int = _opt(1, "cleanup: newest checkpoint repos kept", ("cleanup",))
     yes: bool = _opt(False, "cleanup: really delete the planned repos", ("cleanup",))
+
+    @field_validator("denylist", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        return split_list(value)
 
     @field_validator("endpoint")
     @classmethod
@@ -219,6 +228,23 @@ class UploaderSettings(BaseSettings):
     def public_config(self) -> dict[str, Any]:
         """The settings as plain values, safe to log or send to W&B (this model holds no secret)."""
         return self.model_dump(mode="json")
+
+
+def split_list(value: Any) -> Any:
+    """`'*.bin,*.pt'` or `'["*.bin", "*.pt"]'` -> a list; a list of flags' values, flattened."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list ({exc.msg}); write a,b or [\"a\", \"b\"]") \
+                    from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        return [item for part in value for item in
+                (split_list(part) if isinstance(part, str) else [part])]
+    return value
 
 
 def commands_of(field_name: str) -> tuple[str, ...]:

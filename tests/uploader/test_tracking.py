@@ -180,8 +180,10 @@ def test_every_checkpoint_lands_with_its_url_metrics_table_and_reference(
     (failure,) = history_rows(run, checkpoint_step=200, upload_failed=1)
     assert failure["upload_error_class"] == "TransientError" and failure["attempts"] == 3
 
+    # Each reference is pinned to the verified commit, not to the repo's moving head.
     by_url = {next(iter(a.references.values())): a for a in run.artifacts if a.type == "model"}
-    assert set(by_url) == {r.url for r in [*records, final]}
+    assert set(by_url) == {f"{r.url}/tree/{r.commit_sha}" for r in [*records, final]}
+    by_url = {url.split("/tree/")[0]: a for url, a in by_url.items()}
     expected = {50: {"step-50", "best"}, 100: {"step-100", "best"}, 150: {"step-150"}}
     for record in records:
         artifact = by_url[record.url]
@@ -200,9 +202,12 @@ def test_every_checkpoint_lands_with_its_url_metrics_table_and_reference(
 
 
 def last_table(run: OfflineRun) -> dict[str, Any]:
+    """Every row the checkpoint table's logs sent, in order. The table is INCREMENTAL: a row is
+    sent once, so a table re-sent whole after each upload shows here as repeated rows."""
     paths = [h["checkpoints/path"] for h in run.history if "checkpoints/path" in h]
     assert paths, "no checkpoint table was logged"
-    return json.loads((run.path.parent / "files" / paths[-1]).read_text())
+    tables = [json.loads((run.path.parent / "files" / p).read_text()) for p in paths]
+    return {"columns": tables[-1]["columns"], "data": [row for t in tables for row in t["data"]]}
 
 
 def test_without_run_info_the_group_falls_back_to_the_run_id_and_the_table_keeps_history(
@@ -235,7 +240,7 @@ def test_the_reference_never_fetches_the_hub_url(state_dir: Path) -> None:
         with pytest.raises(BlockingIOError):
             server.accept()
     (artifact,) = [a for a in only_run(state_dir).artifacts if a.type == "model"]
-    assert artifact.references == {"ner-checkpoint-5": url}
+    assert artifact.references == {"ner-checkpoint-5": f"{url}/tree/{5:040x}"}
 
 
 # -- W&B failing never reaches the upload path --------------------------------------------------

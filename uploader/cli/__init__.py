@@ -1,7 +1,8 @@
 """`ckpt-uploader` / `python -m uploader`: one module per verb, options written once.
 
 Every field of `UploaderSettings` becomes a flag on the subcommands that read it, generated from
-the model, so a flag, its `UPLOADER_*` variable and the README's table can never disagree. Known
+the model, so a flag, its `UPLOADER_*` variable and the README's table can never disagree. `.env`
+is applied to the environment first (`shared.env.apply_dotenv`, as the trainer does). Known
 errors print as one line (`error: ...; fix`) and exit 2; nothing the user can fix prints a
 traceback. Heavy libraries are imported by the verbs, not here: `--help` and `status` stay fast.
 """
@@ -10,13 +11,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
+from shared.env import apply_dotenv
+from uploader.cli import help as helptext
 from uploader.errors import ConfigError, LockHeldError, UploaderError
 from uploader.settings import UploaderSettings, commands_of, env_name, flag_of
 
@@ -39,29 +45,63 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_CONFIG, f"error: {message}; see `{self.prog} --help`\n")
 
 
-def _add_field(parser: argparse.ArgumentParser, name: str) -> None:
+def _help_of(name: str) -> str:
     field = UploaderSettings.model_fields[name]
-    help_text = f"{field.description} [env {env_name(name)}; default {field.default!r}]"
-    flag = flag_of(name)
+    default = helptext.plain_default(field.get_default(call_default_factory=True))
+    shown = f"default: {default}; " if default is not None else ""
+    # argparse expands %-formats in help strings.
+    return f"{field.description} ({shown}env {env_name(name)})".replace("%", "%%")
+
+
+def _add_field(parser: argparse._ActionsContainer, name: str) -> None:
+    field = UploaderSettings.model_fields[name]
+    flag, help_text = flag_of(name), _help_of(name)
     if field.annotation is bool:
-        parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                            help=help_text)
+        action: Any = "store_true" if helptext.is_switch(name) else argparse.BooleanOptionalAction
+        parser.add_argument(flag, dest=name, action=action, default=None, help=help_text)
     elif name == "denylist":
         parser.add_argument(flag, dest=name, action="append", default=None, metavar="PATTERN",
-                            help=help_text)
+                            help=help_text + "; repeat it or write a,b")
     else:
-        parser.add_argument(flag, dest=name, default=None, metavar=name.upper(), help=help_text)
+        choices = helptext.choices_of(name)
+        parser.add_argument(flag, dest=name, default=None, choices=choices,
+                            type=str.upper if name == "log_level" else None,
+                            metavar="{" + ",".join(choices) + "}" if choices else name.upper(),
+                            help=help_text)
+
+
+def _add_fields(parser: argparse.ArgumentParser, verb: str) -> None:
+    names = [n for n in UploaderSettings.model_fields if verb in commands_of(n)]
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for title, _ in (*helptext.GROUPS, ("other", ())):
+        if any(helptext.GROUP_OF.get(n, "other") == title for n in names):
+            groups[title] = parser.add_argument_group(title)
+    for name in names:
+        _add_field(groups[helptext.GROUP_OF.get(name, "other")], name)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("checkpoint-sidecar")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="ckpt-uploader", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="ckpt-uploader", description=__doc__.splitlines()[0],
+                           epilog=helptext.ENVIRONMENT,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     verbs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                   parser_class=OneLineParser)
     for verb, summary in VERBS.items():
-        sub = verbs.add_parser(verb, help=summary, description=summary)
-        for name in UploaderSettings.model_fields:
-            if verb in commands_of(name):
-                _add_field(sub, name)
+        sub = verbs.add_parser(verb, help=summary, description=summary,
+                               epilog=helptext.epilog(verb),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        _add_fields(sub, verb)
     return parser
 
 
@@ -72,6 +112,8 @@ def settings_from(args: argparse.Namespace) -> UploaderSettings:
         return UploaderSettings(**values)
     except ValidationError as exc:
         raise ConfigError(describe(exc)) from None
+    except SettingsError as exc:  # a value pydantic-settings could not even decode
+        raise ConfigError(str(exc).splitlines()[0]) from None
 
 
 # Values read through a shared name (HF_ENDPOINT, ...) are reported under that name.
@@ -101,21 +143,38 @@ def configure_xet(settings: UploaderSettings) -> None:
         retry_max_wait=settings.retry_max_wait, environ=os.environ))
 
 
+def _json_wanted(args: argparse.Namespace) -> bool:
+    chosen = getattr(args, "log_format", None) or os.environ.get(env_name("log_format"), "")
+    return str(chosen).strip().lower() == "json"
+
+
+def print_error(line: str, as_json: bool) -> None:
+    """The one error line: `error: ...`, or with `--log-format json` one JSON object."""
+    if as_json:
+        from uploader.logs import iso_time
+
+        now = time.time()
+        line = json.dumps({"timestamp": iso_time(now), "severity": "ERROR", "time": now,
+                           "level": "ERROR", "logger": "uploader.cli", "message": line})
+    else:
+        line = f"error: {line}"
+    print(line, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    apply_dotenv()  # before any setting or library reads the environment
     args = build_parser().parse_args(argv)
+    as_json = _json_wanted(args)
     try:
         settings = settings_from(args)
         configure_xet(settings)
         module = importlib.import_module(f"uploader.cli.{args.command}")
         return int(module.run(settings))
-    except LockHeldError as exc:
-        print(f"error: {exc.one_line()}", file=sys.stderr)
-        return EXIT_CONFIG
-    except ConfigError as exc:
-        print(f"error: {exc.one_line()}", file=sys.stderr)
+    except (LockHeldError, ConfigError) as exc:
+        print_error(exc.one_line(), as_json)
         return EXIT_CONFIG
     except UploaderError as exc:
-        print(f"error: {exc.one_line()}", file=sys.stderr)
+        print_error(exc.one_line(), as_json)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

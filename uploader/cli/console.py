@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -14,6 +15,8 @@ from uploader.pipeline import pending_work
 from uploader.service import Opened
 from uploader.settings import UploaderSettings
 from uploader.state import Record
+
+log = logging.getLogger("uploader.console")
 
 RULE = "=" * 80
 TRACKING_CLOSE_TIMEOUT = 10.0
@@ -28,15 +31,27 @@ def human_bytes(size: float) -> str:
 
 
 class ConsoleEvents:
-    """Prints one block per verified upload, like the seed's callback did (but after verifying)."""
+    """Prints one block per verified upload, like the seed's callback did (but after verifying).
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    With `--log-format json` the block is one log record instead (every line is JSON then).
+    """
+
+    def __init__(self, stream: TextIO | None = None, fmt: str | None = None) -> None:
+        from uploader.logs import current_format
+
         self.stream = stream or sys.stdout
+        self.fmt = fmt or current_format()
         self._lock = threading.Lock()
 
     def verified(self, result: UploadResult) -> None:
         rec = result.record
         rate = result.bytes / result.seconds / 1e6 if result.seconds > 0 else 0.0
+        if self.fmt == "json":
+            log.info("checkpoint on the Hub", extra={
+                "step": rec.step, "kind": str(rec.kind), "repo_id": rec.repo_id, "url": rec.url,
+                "bytes": result.bytes, "seconds": round(result.seconds, 3),
+                "MBps": round(rate, 3), "adopted": result.adopted})
+            return
         what = "Final LoRA adapter" if rec.kind == "final" else "Checkpoint"
         how = "already on the Hub, adopted" if result.adopted else "uploaded and verified"
         lines = [RULE, f"{what} {how}", f"   Step: {rec.step}", f"   Repo: {rec.repo_id}",
@@ -71,14 +86,13 @@ def attach_events(opened: Opened, settings: UploaderSettings, stack: ExitStack):
                                 queue_depth=lambda: len(pending_work(pipeline.records())),
                                 records=pipeline.records)
     stack.callback(tracker.close, TRACKING_CLOSE_TIMEOUT)  # LIFO: closes before the store
-    pipeline.events = FanoutEvents(ConsoleEvents(), tracker)
+    pipeline.events = FanoutEvents(ConsoleEvents(fmt=settings.log_format), tracker)
     return tracker
 
 
 def one_pass(settings: UploaderSettings, stack: ExitStack) -> tuple[Opened | None, threading.Event]:
     """What `backfill` and `verify` start with: logs, signals, and the pipeline opened without
     waiting for the Hub (None, logged, when it stays unreachable after its retries)."""
-    import logging
     import os
 
     from uploader.errors import TransientError
@@ -86,13 +100,13 @@ def one_pass(settings: UploaderSettings, stack: ExitStack) -> tuple[Opened | Non
     from uploader.service import open_pipeline
 
     setup_logging(settings.log_level, settings.log_format)
-    quiet_progress_bars()
+    quiet_progress_bars(settings.log_format)
     stop = threading.Event()
     stop_on_signals(stop)
     try:
         return open_pipeline(settings, stack, environ=os.environ, wait_for_hub=False,
                              stop=stop), stop
     except TransientError as exc:
-        logging.getLogger("uploader.cli").error("Hub endpoint unreachable",
+        log.error("Hub endpoint unreachable",
                                                 extra={"error": exc.one_line()})
         return None, stop

@@ -11,15 +11,15 @@ Imports only the settings module: no Hub client, no torch.
 from __future__ import annotations
 
 import argparse
-import enum
 import sys
 from collections.abc import Sequence
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from uploader.cli.help import is_switch, plain_default
 from uploader.settings import ALL, UploaderSettings, commands_of, env_name, flag_of
 
 START_MARKER = "<!-- settings-table:start -->"
@@ -55,24 +55,8 @@ def default_value(field: FieldInfo) -> Any:
 
 def format_default(value: Any) -> str:
     """A default as one would write it in the environment (`true`, `30`, `xet`)."""
-    if value is None:
-        return NO_DEFAULT
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, enum.Enum):
-        text = str(value.value)
-    elif isinstance(value, PurePath):
-        # Path("./x") prints as "x"; the "./" says it is relative to the working directory.
-        text = str(value) if value.is_absolute() else f"./{value}"
-    elif isinstance(value, float):
-        text = f"{value:g}"
-    elif isinstance(value, list | tuple):
-        # An empty list as the JSON an env var would hold; items comma-separated (the trainer's
-        # list settings split on commas).
-        text = ",".join(str(v) for v in value) if value else "[]"
-    else:
-        text = str(value)
-    return code(text)
+    text = plain_default(value)
+    return NO_DEFAULT if text is None else code(text)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -83,8 +67,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def uploader_flag(name: str) -> str:
     flag = flag_of(name)
-    if UploaderSettings.model_fields[name].annotation is bool:
-        # The CLI adds every boolean as --x / --no-x (argparse.BooleanOptionalAction).
+    if UploaderSettings.model_fields[name].annotation is bool and not is_switch(name):
+        # The CLI adds these booleans as --x / --no-x (argparse.BooleanOptionalAction).
         flag = "--[no-]" + flag.removeprefix("--")
     return code(flag)
 

@@ -2,8 +2,10 @@
 
 On SIGTERM/SIGINT it stops taking work, gives the upload in flight `--drain-grace` seconds to
 finish, records state and exits 0; an abandoned upload is redone (same repo id) on restart or by
-`backfill`. With `--exit-when-done` it exits once the trainer's run info says the run ended and
-everything present is verified (0), or some upload failed permanently (1).
+`backfill`. With `--exit-when-done` it exits once the run has ended (`uploader.run_end`: the
+run info's outcome, or for a trainer without run info the newest checkpoint at `max_steps`
+followed by `--run-end-grace`) and everything present is verified (0), or some upload failed
+permanently (1).
 
 With `--prune`, local checkpoints are deleted once verified (see `uploader.prune`): a pass runs
 right after each completed save, and after each verification once the run has ended. Leave the
@@ -27,7 +29,8 @@ from uploader.events import FanoutEvents
 from uploader.logs import quiet_progress_bars, setup_logging
 from uploader.pipeline import Pipeline, pending_work
 from uploader.prune import PrunePolicy, Pruner, SpaceWatch
-from uploader.service import Opened, open_pipeline, read_run
+from uploader.run_end import RunEnd, run_ended
+from uploader.service import Opened, open_pipeline
 from uploader.settings import UploaderSettings
 from uploader.state import State
 from uploader.watch import WatchConfig, Watcher
@@ -36,11 +39,13 @@ log = logging.getLogger("uploader.watch")
 
 HEARTBEAT_INTERVAL = 5.0
 TICK = 0.5
+# How often the run-end evidence is read (run info, or the newest trainer_state.json).
+RUN_END_CHECK_INTERVAL = 2.0
 
 
 def run(settings: UploaderSettings) -> int:
     setup_logging(settings.log_level, settings.log_format)
-    quiet_progress_bars()
+    quiet_progress_bars(settings.log_format)
     stop = threading.Event()
     stop_on_signals(stop)
     with ExitStack() as stack:
@@ -73,16 +78,15 @@ def run(settings: UploaderSettings) -> int:
 
 def _pruner(opened: Opened, settings: UploaderSettings) -> Pruner:
     """Pruning (when on) and the free-space warning (always), wired to the pipeline's events."""
-    def run_ended() -> bool:
-        info = read_run(settings)
-        return info is not None and info.ended
+    def ended() -> bool:
+        return run_ended(settings.output_dir) is not None
 
     pruner = Pruner(opened.pipeline, PrunePolicy(keep_last=settings.keep_last,
                                                  prune_best=settings.prune_best,
                                                  metric=settings.metric),
                     enabled=settings.prune,
                     space=SpaceWatch(settings.output_dir, settings.free_space_warning),
-                    run_ended=run_ended)
+                    run_ended=ended)
     pruner.recover()
     opened.pipeline.events = FanoutEvents(opened.pipeline.events, pruner)
     return pruner
@@ -94,24 +98,21 @@ def _supervise(watcher: Watcher, pipeline: Pipeline, settings: UploaderSettings,
     (which also ends a finished run whose only failures are refused credentials)."""
     auth = AuthFailures(settings.auth_failure_grace)
     next_beat = 0.0
+    end = _EndWatch(settings)
     ended_scan: int | None = None
-    ended_at: float | None = None
     while not stop.wait(TICK):
         if time.monotonic() >= next_beat:
             pipeline.heartbeat(watcher.last_loop)
             next_beat = time.monotonic() + HEARTBEAT_INTERVAL
         if not settings.exit_when_done:
             continue
-        run_info = read_run(settings)
-        if run_info is None or not run_info.ended:
-            continue
         if ended_scan is None:
+            if not end.ended():
+                continue
             # A full scan must start after we saw the end, or the final folder could be missed.
-            ended_scan, ended_at = watcher.full_scans + 1, time.monotonic()
+            ended_scan = watcher.full_scans + 1
             watcher.wakeups.add(None)
-            log.info("training run ended; finishing uploads",
-                     extra={"outcome": run_info.outcome})
-        code = _done(watcher, pipeline, settings, ended_scan, ended_at or 0.0)
+        code = _done(watcher, pipeline, settings, ended_scan, end.since)
         if code is not None:
             stop.set()
             return code, None
@@ -120,6 +121,38 @@ def _supervise(watcher: Watcher, pipeline: Pipeline, settings: UploaderSettings,
             stop.set()
             return EXIT_FAILED, refused
     return EXIT_OK, None
+
+
+class _EndWatch:
+    """Reads the run-end evidence every few seconds; weak evidence must hold for the grace."""
+
+    def __init__(self, settings: UploaderSettings) -> None:
+        self.settings = settings
+        self.since = 0.0  # monotonic time the evidence was first seen
+        self._seen: RunEnd | None = None
+        self._next = 0.0
+
+    def ended(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + RUN_END_CHECK_INTERVAL
+        end = run_ended(self.settings.output_dir)
+        if end is None:
+            if self._seen is not None:
+                log.info("run-end evidence gone; still watching", extra={"was": self._seen.detail})
+            self._seen = None
+            return False
+        if self._seen is None:
+            self._seen, self.since = end, now
+            if end.needs_grace:
+                log.info("training run looks ended; waiting out the run-end grace", extra={
+                    "evidence": end.detail, "grace": self.settings.run_end_grace})
+        if end.needs_grace and now - self.since < self.settings.run_end_grace:
+            return False
+        log.info("training run ended; finishing uploads",
+                 extra={"outcome": end.outcome, "evidence": end.detail})
+        return True
 
 
 def _done(watcher: Watcher, pipeline: Pipeline, settings: UploaderSettings, ended_scan: int,

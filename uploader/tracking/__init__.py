@@ -4,8 +4,10 @@
     rows.py      what is logged per checkpoint: history row, table, reference artifact
     tracker.py   the worker thread that owns the wandb run; `NoTracking` when W&B is off
 
-The run lives under the state dir (`<state_dir>/wandb/`), its id is kept in the state so a
-restarted uploader resumes it, and no W&B call ever runs on the upload path.
+Online, with the training run's W&B id known, the uploader writes into the training run (W&B's
+shared mode); otherwise into its own `upload` run under `WANDB_DIR` (default: the state dir),
+its id kept in the state so a restarted uploader resumes it. No W&B call ever runs on the
+upload path.
 """
 
 from uploader.tracking.config import Mode, TrackingConfig, scrub_config, tracking_config, wandb_mode

@@ -50,6 +50,9 @@ class TrackingConfig:
     output_dir: Path | None = None  # where the trainer's run info appears
     project: str | None = None  # WANDB_PROJECT: wins over the run info
     group: str | None = None  # WANDB_RUN_GROUP: wins over the run info
+    entity: str | None = None  # WANDB_ENTITY
+    wandb_dir: Path | None = None  # WANDB_DIR: where W&B puts `wandb/` (default: the state dir)
+    train_run_id: str | None = None  # WANDB_RUN_ID: the training run's W&B id (else run info)
     wait_for_run_info: float = RUN_INFO_WAIT
     config: Mapping[str, Any] = field(default_factory=dict)  # scrubbed again before init
     secrets: tuple[str, ...] = field(default=(), repr=False)  # exact values never written
@@ -59,9 +62,14 @@ class TrackingConfig:
     finish_timeout: float = FINISH_TIMEOUT
 
     @property
+    def base_dir(self) -> Path:
+        """What `wandb.init(dir=...)` gets: `WANDB_DIR` as W&B defines it, else the state dir."""
+        return self.wandb_dir if self.wandb_dir is not None else self.state_dir
+
+    @property
     def runs_dir(self) -> Path:
         """Where wandb puts its run folders (`offline-run-*` or `run-*`)."""
-        return self.state_dir / "wandb"
+        return self.base_dir / "wandb"
 
 
 def wandb_mode(environ: Mapping[str, str]) -> Mode:
@@ -102,6 +110,10 @@ def tracking_config(environ: Mapping[str, str], settings: UploaderSettings,
         "output_dir": settings.output_dir,
         "project": environ.get(shared_env.WANDB_PROJECT) or None,
         "group": environ.get(shared_env.WANDB_RUN_GROUP) or None,
+        "entity": environ.get(shared_env.WANDB_ENTITY) or None,
+        "wandb_dir": Path(environ[shared_env.WANDB_DIR]).expanduser()
+        if environ.get(shared_env.WANDB_DIR) else None,
+        "train_run_id": environ.get(shared_env.WANDB_RUN_ID) or None,
         "config": scrub_config(settings.public_config(), secrets),
         "secrets": secrets,
     }

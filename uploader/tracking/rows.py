@@ -84,13 +84,25 @@ def artifact_metadata(result: UploadResult) -> dict[str, Any]:
             "total_bytes": result.bytes, "files": listed}
 
 
+def pinned_url(record: Record) -> str | None:
+    """The repo at the commit that was verified (`/tree/<sha>`), not its moving head."""
+    if not record.url:
+        return None
+    return f"{record.url}/tree/{record.commit_sha}" if record.commit_sha else record.url
+
+
+def table_row(record: Record) -> list[Any]:
+    return [record.step, str(record.kind), record.eval_loss, record.repo_id, record.url,
+            str(record.state)]
+
+
 def reference_name(record: Record) -> str:
     return record.repo_id.rsplit("/", 1)[-1]
 
 
 def table_rows(rows: Mapping[int, Record]) -> list[list[Any]]:
     ordered = sorted(rows.values(), key=lambda r: (r.kind is Kind.FINAL, r.step, r.id))
-    return [[r.step, str(r.kind), r.eval_loss, r.repo_id, r.url, str(r.state)] for r in ordered]
+    return [table_row(r) for r in ordered]
 
 
 def artifact_name(train_run_id: str | None, wandb_run_id: str) -> str:

@@ -1,9 +1,16 @@
 """The W&B worker: one thread owns the wandb run; the upload thread only enqueues.
 
     verified() / failed()     upload thread: put on a bounded queue, return (a full queue drops)
-    worker                    wait briefly for run info -> wandb.init (resume the stored id)
-                              -> per event: history row + checkpoint table, reference artifact
+    worker                    wait briefly for run info -> wandb.init -> per event: history
+                              row + checkpoint table rows, reference artifact
     close(timeout)            drain, finish the run; gives up waiting at the deadline
+
+Which run: when W&B is online and the training run's W&B id is known (`WANDB_RUN_ID`, or the
+trainer's run info), the uploader writes into that same run as a secondary writer (W&B's shared
+mode: `mode="shared"`, `x_primary=False`, `x_label="uploader"`), so `checkpoint_step` and
+`checkpoint_url` sit on the training run's page as the seed had them. Offline, where a shared
+run is impossible, or without that id, it writes its own `upload` run (id kept in the state,
+resumed after a restart) in the training run's project and group, and says so at start.
 
 `import wandb` and `wandb.init` happen in the worker too, so neither the import time nor a slow
 W&B can delay an upload. Every W&B error is logged and counted, never raised.
@@ -36,6 +43,7 @@ log = logging.getLogger(__name__)
 
 RUN_ID_KEY = "wandb_run_id"
 JOB_TYPE = "upload"
+SHARED_LABEL = "uploader"  # x_label: names the uploader's system metrics in a shared run
 # The trainer's default project (trainer/settings.py); the uploader image has no trainer package.
 DEFAULT_PROJECT = "llama3-medical-ner"
 QUEUE_SIZE = 1000  # events come per checkpoint: a full queue means W&B is stuck
@@ -138,6 +146,8 @@ class WandbTracker:
         self._wandb: Any = None
         self._info: RunInfo | None = None
         self._rows: dict[int, Record] = {}
+        self._table: Any = None  # one INCREMENTAL table: each log sends only the new rows
+        self.shared = False  # writing into the training run (W&B shared mode)
         self._retry_at = 0.0
         self._retry_wait = INIT_RETRY_INITIAL
         self._thread = threading.Thread(target=self._work, name="wandb-tracker", daemon=True)
@@ -235,18 +245,28 @@ class WandbTracker:
         rec = result.record
         best = rows.is_best(rec, self._rows)
         metrics = rows.upload_metrics(result, self._depth())
-        # The full table each time: W&B shows the latest version of a logged table.
-        metrics[rows.TABLE_KEY] = self._wandb.Table(columns=list(rows.TABLE_COLUMNS),
-                                                    data=rows.table_rows(self._rows))
+        metrics[rows.TABLE_KEY] = self._table_with(rec)
         self._call("log", lambda: run.log(metrics))
         if best:
             self._call("summary", lambda: run.summary.update(
                 {"best_step": rec.step, "best_eval_loss": rec.eval_loss, "best_url": rec.url}))
         self._call("log_artifact", lambda: self._log_reference(run, result, best))
 
+    def _table_with(self, record: Record) -> Any:
+        """The checkpoints table, logged incrementally: rows known at the first log (earlier
+        sessions included), then one row per verified upload."""
+        if self._table is None:
+            self._table = self._wandb.Table(columns=list(rows.TABLE_COLUMNS),
+                                            data=rows.table_rows(self._rows),
+                                            log_mode="INCREMENTAL")
+        else:
+            self._table.add_data(*rows.table_row(record))
+        return self._table
+
     def _log_reference(self, run: Any, result: UploadResult, best: bool) -> None:
         rec = result.record
-        if not rec.url:
+        url = rows.pinned_url(rec)
+        if not url:
             log.warning("no URL for this checkpoint; no W&B reference",
                         extra={"step": rec.step, "repo_id": rec.repo_id})
             return
@@ -257,7 +277,7 @@ class WandbTracker:
         # checksum=False: repos are private by default, so W&B must not fetch the URL; wandb's
         # HTTPHandler.store_path then records the URL without any request. The manifest's
         # sha256 values in the metadata stand in for the checksum.
-        artifact.add_reference(rec.url, name=rows.reference_name(rec), checksum=False)
+        artifact.add_reference(url, name=rows.reference_name(rec), checksum=False)
         run.log_artifact(artifact, aliases=rows.aliases(rec, best))
 
     # -- starting and finishing the run ---------------------------------------------------------
@@ -273,8 +293,13 @@ class WandbTracker:
             import wandb  # here, not at module level: W&B off must cost no import
 
             self._wandb = wandb
-            run_id = self._run_id()
-            self._run = wandb.init(**self._init_args(wandb, run_id))
+            shared_id = self._shared_run_id()
+            if shared_id is not None:
+                args = self._shared_init_args(wandb, shared_id)
+            else:
+                args = self._init_args(wandb, self._run_id())
+            self._run = wandb.init(**args)
+            self.shared = shared_id is not None
         except Exception as exc:
             self._error("init", exc)
             self._retry_at = time.monotonic() + self._retry_wait
@@ -287,8 +312,36 @@ class WandbTracker:
                 name, step_metric="checkpoint_step"))
         log.info("W&B run started", extra={
             "wandb_run_id": self.run_id, "run_dir": str(self.run_dir),
-            "mode": str(self.config.mode), "project": self._run.project,
-            "group": self._run.group})
+            "mode": "shared" if self.shared else str(self.config.mode),
+            "project": self._run.project, "group": self._run.group,
+            "into": "the training run" if self.shared else "a separate upload run"})
+
+    def _shared_run_id(self) -> str | None:
+        """The training run's W&B id when the uploader can write into it (online only)."""
+        train_id = self.config.train_run_id or (self._info.wandb_run_id if self._info else None)
+        if self.config.mode is Mode.ONLINE and train_id:
+            return train_id
+        why = ("W&B is offline and a shared run needs W&B online" if train_id
+               else "the training run's W&B id is unknown (no run info, no WANDB_RUN_ID)")
+        log.info("checkpoint keys go to a separate upload run in the training run's group, "
+                 "not into the training run", extra={"reason": why})
+        return None
+
+    def _shared_init_args(self, wandb: Any, train_id: str) -> dict[str, Any]:
+        """Join the training run as a secondary writer: no name, group, job type or config of
+        ours, so nothing of the training run is overwritten."""
+        cfg = self.config
+        info = self._info
+        settings = wandb.Settings(
+            mode="shared", x_primary=False, x_label=SHARED_LABEL, console="off", silent=True,
+            save_code=False, disable_git=True, x_disable_stats=not cfg.system_metrics,
+            init_timeout=cfg.init_timeout, finish_timeout=cfg.finish_timeout)
+        cfg.base_dir.mkdir(parents=True, exist_ok=True)
+        return {
+            "project": cfg.project or (info.wandb_project if info else None) or DEFAULT_PROJECT,
+            "entity": cfg.entity, "id": train_id, "dir": str(cfg.base_dir),
+            "settings": settings, "reinit": "create_new",
+        }
 
     def _init_args(self, wandb: Any, run_id: str) -> dict[str, Any]:
         cfg = self.config
@@ -302,12 +355,13 @@ class WandbTracker:
             x_disable_stats=not cfg.system_metrics, init_timeout=cfg.init_timeout,
             finish_timeout=cfg.finish_timeout,
             x_transaction_log_flush_interval=cfg.flush_interval)
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        cfg.base_dir.mkdir(parents=True, exist_ok=True)
         return {
             "project": cfg.project or (info.wandb_project if info else None) or DEFAULT_PROJECT,
+            "entity": cfg.entity,
             "group": cfg.group or (info.wandb_group if info else None) or train_run_id,
             "job_type": JOB_TYPE, "name": rows.run_name(train_run_id), "id": run_id,
-            "resume": "allow", "dir": str(cfg.state_dir), "mode": str(cfg.mode),
+            "resume": "allow", "dir": str(cfg.base_dir), "mode": str(cfg.mode),
             "config": scrub_config(config, cfg.secrets), "settings": settings,
             "reinit": "create_new",
         }
