@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a user and its token (role write unless ':read'); repeatable",
     )
     parser.add_argument("--org", action="append", default=[], metavar="ORG:MEMBER[,MEMBER]")
+    parser.add_argument(
+        "--fullname",
+        action="append",
+        default=[],
+        metavar="NAME=FULL NAME",
+        help="full name whoami gives a user or org (default: its name); repeatable",
+    )
     parser.add_argument("--admin-token", help="enables /_devhub/faults and /_devhub/log")
     parser.add_argument("--faults", type=Path, help="JSON list of fault rules (see devhub.faults)")
     parser.add_argument("--seed", type=int, default=0, help="seed for probabilistic faults")
@@ -79,7 +86,15 @@ def _config(args: argparse.Namespace) -> AppConfig:
         multipart_chunk_size=args.multipart_chunk_size,
         xet=not args.no_xet,
         xet_token_ttl=args.xet_token_ttl,
+        fullnames=dict(_parse_fullname(spec) for spec in args.fullname),
     )
+
+
+def _parse_fullname(spec: str) -> tuple[str, str]:
+    name, sep, full = spec.partition("=")
+    if not sep or not name or not full:
+        raise ValueError(f"--fullname expects NAME=FULL NAME, got {spec!r}")
+    return name, full
 
 
 def _load_faults(app: App, path: Path) -> None:

@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, unquote
 
 from .app import PLURAL_TO_TYPE, App, Request, find_repo, next_link, repo_key
 from .storage import Commit, Repo, TreeEntry
-from .trees import etag, list_tree, paths_info
+from .trees import add_last_commits, etag, list_tree, paths_info
 from .wire import FileBody, HubError, Response, StreamBody, json_response
 from .xet import xet_headers
 
@@ -27,7 +27,7 @@ def _repo_commit(
 def tree(
     app: App, req: Request, plural: str, ns: str, name: str, rev: str, path: str | None = None
 ) -> Response:
-    _, commit = _repo_commit(app, req, plural, ns, name, rev)
+    repo, commit = _repo_commit(app, req, plural, ns, name, rev)
     base = unquote(path or "")
     entries = list_tree(commit, base, recursive=req.flag("recursive"))
     if entries is None:
@@ -38,18 +38,26 @@ def tree(
     headers = (
         next_link(req, "cursor", cursor + TREE_PAGE) if cursor + TREE_PAGE < len(entries) else {}
     )
-    return json_response(entries[cursor : cursor + TREE_PAGE], headers=headers)
+    page = entries[cursor : cursor + TREE_PAGE]
+    if req.flag("expand"):
+        add_last_commits(app.storage.history(repo, commit), page)
+    return json_response(page, headers=headers)
 
 
 def post_paths_info(app: App, req: Request, plural: str, ns: str, name: str, rev: str) -> Response:
-    _, commit = _repo_commit(app, req, plural, ns, name, rev)
+    repo, commit = _repo_commit(app, req, plural, ns, name, rev)
     content_type = req.headers.get("Content-Type", "")
     raw = req.body.read_all()
     if "json" in content_type:
-        paths = list(json.loads(raw or b"{}").get("paths", []))
+        form = json.loads(raw or b"{}")
+        paths, expand = list(form.get("paths", [])), str(form.get("expand", ""))
     else:
-        paths = parse_qs(raw.decode(), keep_blank_values=True).get("paths", [])
-    return json_response(paths_info(commit, paths))
+        fields = parse_qs(raw.decode(), keep_blank_values=True)
+        paths, expand = fields.get("paths", []), (fields.get("expand") or [""])[0]
+    entries = paths_info(commit, paths)
+    if expand.lower() in ("1", "true"):
+        add_last_commits(app.storage.history(repo, commit), entries)
+    return json_response(entries)
 
 
 def list_commits(app: App, req: Request, plural: str, ns: str, name: str, rev: str) -> Response:

@@ -1,12 +1,15 @@
-"""Repo-level endpoints: whoami, create, delete, settings, info, listing, refs, validate-yaml."""
+"""Repo-level endpoints: whoami, create, delete, settings, info, listing, refs, branches,
+validate-yaml."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import unquote
 
 from .app import PLURAL_TO_TYPE, App, Request, find_repo, next_link, repo_key, repo_url
 from .auth import can_read, require_user, require_write
-from .storage import DEFAULT_BRANCH, Repo, RepoKey
+from .storage import COMMIT_ID_RE, DEFAULT_BRANCH, Repo, RepoKey
 from .trees import sibling_json
 from .wire import HubError, Response, json_response
 from .yaml_check import validate_card
@@ -17,12 +20,13 @@ MAX_PAGE = 1000
 def whoami(app: App, req: Request) -> Response:
     user = require_user(req.user)
     role = user.role.value
+    fullnames = app.config.fullnames
     return json_response(
         {
             "type": "user",
             "id": user.name,
             "name": user.name,
-            "fullname": user.name,
+            "fullname": fullnames.get(user.name, user.name),
             "email": None,
             "emailVerified": False,
             "isPro": False,
@@ -33,7 +37,7 @@ def whoami(app: App, req: Request) -> Response:
                 {
                     "type": "org",
                     "name": org,
-                    "fullname": org,
+                    "fullname": fullnames.get(org, org),
                     "id": org,
                     "roleInOrg": "write",
                     "isEnterprise": False,
@@ -158,3 +162,39 @@ def validate_yaml(app: App, req: Request) -> Response:
     payload = req.body.json()
     result = validate_card(str(payload.get("content", "")))
     return json_response(result.to_json(), status=400 if result.errors else 200)
+
+
+BRANCH_NAME_RE = re.compile(r"^(?!refs/)(?!.*\.\.)(?!.*//)[A-Za-z0-9._/-]{1,256}(?<![/.])$")
+
+
+def create_branch(
+    app: App, req: Request, plural: str, namespace: str, name: str, branch: str
+) -> Response:
+    """A new branch at `startingPoint` (a branch or commit; default: the head of main)."""
+    repo = find_repo(app, req, repo_key(PLURAL_TO_TYPE[plural], namespace, name), write=True)
+    branch = unquote(branch)
+    if not BRANCH_NAME_RE.match(branch) or COMMIT_ID_RE.match(branch):
+        raise HubError(400, f"Invalid branch name {branch!r}")
+    payload = req.body.json() if req.body.declared_length else {}
+    start = str(payload.get("startingPoint") or DEFAULT_BRANCH)
+    with repo.lock:
+        commit = app.storage.resolve(repo, start)
+        if branch in repo.refs:
+            raise HubError(409, f"Reference already exists: refs/heads/{branch}")
+        repo.refs[branch] = commit.id
+        app.storage.save(repo)
+    return json_response({})
+
+
+def delete_branch(
+    app: App, req: Request, plural: str, namespace: str, name: str, branch: str
+) -> Response:
+    repo = find_repo(app, req, repo_key(PLURAL_TO_TYPE[plural], namespace, name), write=True)
+    branch = unquote(branch)
+    if branch == DEFAULT_BRANCH:
+        raise HubError(403, f"Cannot delete the default branch {DEFAULT_BRANCH}")
+    with repo.lock:
+        if repo.refs.pop(branch, None) is None:
+            raise HubError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
+        app.storage.save(repo)
+    return json_response({})

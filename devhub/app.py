@@ -19,6 +19,8 @@ from .xet_store import XetStore
 
 DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024
 REPO_TYPE_PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+# The Hub's text: the client's own message for this error already holds it, so it is not repeated.
+REPO_NOT_FOUND = "Repository not found"
 PLURAL_TO_TYPE = {"models": "model", "datasets": "dataset", "spaces": "space"}
 
 
@@ -32,6 +34,7 @@ class AppConfig:
     multipart_chunk_size: int = DEFAULT_CHUNK_SIZE
     xet: bool = True  # False: an LFS-only server (--no-xet), its Xet token endpoints answer 404
     xet_token_ttl: int = DEFAULT_TOKEN_TTL_S
+    fullnames: dict[str, str] = field(default_factory=dict)  # user/org -> whoami `fullname`
 
 
 class App:
@@ -87,12 +90,16 @@ def repo_key(repo_type: str, namespace: str, name: str) -> RepoKey:
 
 
 def find_repo(app: App, req: Request, key: RepoKey, write: bool = False) -> Repo:
-    """The repo if the caller may see it (else 404 RepoNotFound); with `write`, 401/403 checks."""
+    """The repo if the caller may see it (else 404 RepoNotFound); with `write`, 401/403 checks.
+
+    `key` may differ from the repo's in case (lookups are case-insensitive, as on the Hub); the
+    permissions are those of the repo's own namespace.
+    """
     repo = app.storage.get(key)
-    if repo is None or not can_read(req.user, key.namespace, repo.private):
-        raise HubError(404, f"Repository Not Found for url: {req.path}", "RepoNotFound")
+    if repo is None or not can_read(req.user, repo.key.namespace, repo.private):
+        raise HubError(404, REPO_NOT_FOUND, "RepoNotFound")
     if write:
-        require_write(req.user, key.namespace)
+        require_write(req.user, repo.key.namespace)
     return repo
 
 

@@ -7,11 +7,13 @@ import binascii
 import codecs
 import json
 import logging
+import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import unquote
 
+from . import gitignore
 from .app import PLURAL_TO_TYPE, App, Request, find_repo, repo_key, repo_url
 from .auth import require_user
 from .hashing import lfs_pointer_sha1
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 README = "README.md"
+GITIGNORE = ".gitignore"
 
 
 # ---- preupload ----------------------------------------------------------------------
@@ -74,8 +77,10 @@ def preupload(app: App, req: Request, plural: str, ns: str, name: str, rev: str)
     repo = find_repo(app, req, repo_key(PLURAL_TO_TYPE[plural], ns, name), write=True)
     head = app.storage.resolve(repo, unquote(rev))
     patterns = lfs_patterns(app, head)
+    payload = req.body.json()
+    ignore = gitignore.parse(_gitignore_text(app, head, payload.get("gitIgnore")))
     files = []
-    for item in req.body.json().get("files", []):
+    for item in payload.get("files", []):
         path, size = str(item.get("path", "")), int(item.get("size", 0))
         try:
             sample = base64.b64decode(item.get("sample", ""))
@@ -86,11 +91,22 @@ def preupload(app: App, req: Request, plural: str, ns: str, name: str, rev: str)
             {
                 "path": path,
                 "uploadMode": upload_mode(path, size, sample, patterns),
-                "shouldIgnore": False,
+                "shouldIgnore": gitignore.is_ignored(ignore, path),
                 "oid": preupload_oid(existing) if existing else None,
             }
         )
     return json_response({"files": files, "commitOid": head.id})
+
+
+def _gitignore_text(app: App, head: Commit, sent: Any) -> str:
+    """The rules preupload applies: the client's `gitIgnore` (a .gitignore it is committing)
+    first, else the repo's own .gitignore, as the Hub does."""
+    if isinstance(sent, str):
+        return sent
+    entry = head.tree.get(GITIGNORE)
+    if entry is None or entry.is_lfs:
+        return ""
+    return app.storage.read_regular(entry).decode(errors="replace")
 
 
 # ---- commit -------------------------------------------------------------------------
@@ -105,9 +121,20 @@ class Operation:
     size: int | None = None
 
 
+LEADING_DOTDOT_RE = re.compile(r"^/*\.\.(?:[/\\]|$)")
+STALE_PARENT_MESSAGE = (
+    "The branch was updated since you opened this page. Please refresh and try again."
+)
+
+
 def _check_path(path: Any) -> str:
     if not isinstance(path, str) or not path.strip("/"):
         raise HubError(400, f"Invalid path in commit: {path!r}")
+    # The Hub answers 422 to a path that starts by climbing up, with either separator ("..\\x"
+    # would leave a folder on Windows once downloaded); deeper backslashes are only characters
+    # to it ("folder/..\\x" is accepted: clients refuse to write such a file).
+    if LEADING_DOTDOT_RE.match(path):
+        raise HubError(422, f"Invalid path in commit: {path!r} (it starts with '..')")
     parts = path.strip("/").split("/")
     if any(p in ("", ".", "..") for p in parts) or parts[0] == ".git":
         raise HubError(400, f"Invalid path in commit: {path!r}")
@@ -173,14 +200,16 @@ def _apply(app: App, repo: Repo, tree: dict[str, TreeEntry], op: Operation) -> N
         tree[op.path] = op.entry
     elif op.kind == "lfsFile":
         tree[op.path] = _lfs_entry(app, repo, op)
-    elif op.kind == "deletedFile":
-        if tree.pop(op.path, None) is None:
-            raise HubError(404, f"A file with this name doesn't exist: {op.path}", "EntryNotFound")
+    elif op.kind == "deletedFile" and op.path in tree:
+        del tree[op.path]
     else:
+        # A deletedFile naming a folder deletes the folder, as on the Hub (`CommitOperationDelete`
+        # of a path without a trailing "/" is sent as a file).
         doomed = [p for p in tree if p.startswith(op.path + "/")]
         if not doomed:
+            kind = "file" if op.kind == "deletedFile" else "folder"
             raise HubError(
-                404, f"A folder with this name doesn't exist: {op.path}", "EntryNotFound"
+                404, f"A {kind} with this name doesn't exist: {op.path}", "EntryNotFound"
             )
         for path in doomed:
             del tree[path]
@@ -235,9 +264,7 @@ def post_commit(app: App, req: Request, plural: str, ns: str, name: str, rev: st
         head = app.storage.resolve(repo, branch)
         parent = header.get("parentCommit")
         if parent and parent != head.id:
-            raise HubError(
-                412, f"A commit has happened since {parent}. Please refresh and try again."
-            )
+            raise HubError(412, STALE_PARENT_MESSAGE)
         tree = dict(head.tree)
         for op in operations:
             _apply(app, repo, tree, op)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import admin, api_files, api_repos, commit, lfs, xet
-from .app import App, Request
+from .app import REPO_NOT_FOUND, App, Request
 from .wire import HubError, Response
 
 Handler = Callable[..., Response]
@@ -44,6 +44,8 @@ ROUTES = [
     _r("GET", f"/api/{_REPO}/revision/([^/]+)", api_repos.repo_info),
     _r("PUT", f"/api/{_REPO}/settings", api_repos.update_settings),
     _r("GET", f"/api/{_REPO}/refs", api_repos.list_refs),
+    _r("POST", f"/api/{_REPO}/branch/(.+)", api_repos.create_branch),
+    _r("DELETE", f"/api/{_REPO}/branch/(.+)", api_repos.delete_branch),
     _r("GET", f"/api/{_REPO}/tree/([^/]+)(?:/(.+))?", api_files.tree),
     _r("POST", f"/api/{_REPO}/paths-info/([^/]+)", api_files.post_paths_info),
     _r("GET", f"/api/{_REPO}/commits/([^/]+)", api_files.list_commits),
@@ -81,7 +83,9 @@ def dispatch(app: App, req: Request) -> Response:
         allowed = True
     if allowed:
         raise HubError(405, f"Method {req.method} not allowed on {req.path}")
-    raise HubError(404, f"Not found: {req.path}")
+    # The Hub answers an unknown route as a missing repo; without the code the client raises a
+    # plain HTTP error where `repo_exists`, `revision_exists` and `file_exists` expect this one.
+    raise HubError(404, REPO_NOT_FOUND, "RepoNotFound")
 
 
 def is_admin(path: str) -> bool:

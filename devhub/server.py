@@ -11,6 +11,7 @@ import socket
 import struct
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -260,6 +261,9 @@ class DevHubHandler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
+        if "X-Request-Id" not in response.headers:
+            # As on the Hub, every answer names its request; the client quotes it in its errors.
+            self.send_header("X-Request-Id", f"Root=1-{uuid.uuid4().hex}")
         self.send_header("Content-Length", str(response.length))
         if self.close_connection:
             self.send_header("Connection", "close")

@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 REPO_TYPES = ("model", "dataset", "space")
 DEFAULT_BRANCH = "main"
 SYSTEM_AUTHOR = "system"
-NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$")
+# The Hub's name rule (huggingface_hub's REPO_ID_REGEX): word characters, "-" and ".", at most 96,
+# neither starting nor ending with "-" or "."; "_" may start a name (`__DUMMY_HUB_USER__`).
+NAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$")
 COMMIT_ID_RE = re.compile(r"^[0-9a-f]{40}$")
 
 # The .gitattributes the Hub puts in every new repo's initial commit.
@@ -58,6 +60,10 @@ class RepoKey:
     @property
     def repo_id(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def folded(self) -> RepoKey:
+        """The lookup key: repo ids are case-insensitive on the Hub (the stored case is kept)."""
+        return RepoKey(self.repo_type, self.namespace.lower(), self.name.lower())
 
     def validate(self) -> RepoKey:
         if self.repo_type not in REPO_TYPES:
@@ -178,10 +184,10 @@ class Storage:
         self.repos_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._creating: set[RepoKey] = set()
-        self._repos: dict[RepoKey, Repo] = {}
+        self._repos: dict[RepoKey, Repo] = {}  # by folded key
         for meta in self.repos_dir.glob("*/*/*/repo.json"):
             repo = self._load_repo(meta)
-            self._repos[repo.key] = repo
+            self._repos[repo.key.folded()] = repo
         log.info("loaded %d repos from %s", len(self._repos), root)
 
     def _load_repo(self, meta: Path) -> Repo:
@@ -201,8 +207,9 @@ class Storage:
         return self.repos_dir / f"{key.repo_type}s" / key.namespace / key.name
 
     def get(self, key: RepoKey) -> Repo | None:
+        """The repo whatever the case of `key`; its `key` has the case it was created with."""
         with self._lock:
-            return self._repos.get(key)
+            return self._repos.get(key.folded())
 
     def all_repos(self) -> list[Repo]:
         with self._lock:
@@ -212,10 +219,11 @@ class Storage:
         """The new repo with its initial commit, or None when it already exists."""
         # The repo is published only once its initial commit exists: a listing or a resolve of
         # `main` racing with the creation must never see a repo without a head.
+        folded = key.folded()
         with self._lock:
-            if key in self._repos or key in self._creating:
+            if folded in self._repos or folded in self._creating:
                 return None
-            self._creating.add(key)
+            self._creating.add(folded)
         try:
             repo = Repo(key, private, now_iso(), {}, set(), self._folder(key))
             with repo.lock:
@@ -223,15 +231,15 @@ class Storage:
                 tree = {".gitattributes": TreeEntry(len(DEFAULT_GITATTRIBUTES), oid)}
                 self.add_commit(repo, DEFAULT_BRANCH, SYSTEM_AUTHOR, "initial commit", "", tree)
             with self._lock:
-                self._repos[key] = repo
+                self._repos[folded] = repo
         finally:
             with self._lock:
-                self._creating.discard(key)
+                self._creating.discard(folded)
         return repo
 
     def delete_repo(self, key: RepoKey) -> None:
         with self._lock:
-            repo = self._repos.pop(key)
+            repo = self._repos.pop(key.folded())
         with repo.lock:
             repo.deleted = True
             trash = self.root / "trash" / uuid.uuid4().hex

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 STARTUP_LINE = "devhub listening on "
 DEFAULT_ADMIN_TOKEN = "devhub-admin-token"
 STOP_TIMEOUT_S = 10.0
+TRANSFERS = ("xet", "lfs")  # how a client moves file contents: through hf_xet, or plain LFS
 T = TypeVar("T")
 
 
@@ -70,6 +71,7 @@ class DevHub:
         rate_limit: the `--rate-limit` spec, e.g. "commits=4/6,repos=4/6" (`devhub.ratelimit`).
         xet: serve Xet (the default, as the Hub does); False passes `--no-xet` (LFS only).
         xet_token_ttl: lifetime in seconds of the Xet tokens (devhub's default if None).
+        fullnames: user or org name -> full name (whoami's `fullname`; the name itself if unset).
         startup_timeout: seconds to wait for the start-up line.
     """
 
@@ -89,6 +91,7 @@ class DevHub:
         rate_limit: str | None = None,
         xet: bool = True,
         xet_token_ttl: int | None = None,
+        fullnames: Mapping[str, str] | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
         self.data_dir = Path(data_dir)
@@ -104,6 +107,7 @@ class DevHub:
         self.rate_limit = rate_limit
         self.xet = xet
         self.xet_token_ttl = xet_token_ttl
+        self.fullnames = dict(fullnames or {})
         self.startup_timeout = startup_timeout
         self._url: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -137,6 +141,9 @@ class DevHub:
             cmd += ["--no-xet"]
         if self.xet_token_ttl is not None:
             cmd += ["--xet-token-ttl", str(self.xet_token_ttl)]
+        cmd += [
+            a for name, full in self.fullnames.items() for a in ("--fullname", f"{name}={full}")
+        ]
         if self.initial_faults is not None:
             path = self.data_dir / "faults-at-start.json"
             path.write_text(json.dumps(self.initial_faults))
@@ -246,15 +253,17 @@ class DevHub:
     def token(self, user: str) -> str:
         return self.users[user]
 
-    def env(self, user: str | None = None, *, xet: bool = False) -> dict[str, str]:
+    def env(self, user: str | None = None, *, transfer: str = "xet") -> dict[str, str]:
         """Environment for a client subprocess (`hf` CLI, uploader) talking to this devhub.
 
-        The client uploads over plain LFS unless `xet` is True (then through hf_xet, as it does
-        against the Hub; the variable is set to "0" so an inherited "1" cannot switch it off).
+        `transfer` "xet" (the default, as against the Hub) uploads through hf_xet; the variable
+        is then set to "0" so an inherited "1" cannot switch it off. "lfs" asks for plain LFS.
         """
+        if transfer not in TRANSFERS:
+            raise ValueError(f"transfer must be one of {TRANSFERS}, not {transfer!r}")
         env = {
             "HF_ENDPOINT": self.url,
-            "HF_HUB_DISABLE_XET": "0" if xet else "1",
+            "HF_HUB_DISABLE_XET": "1" if transfer == "lfs" else "0",
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_UPDATE_CHECK": "1",  # else the `hf` CLI asks pypi.org for a newer version
         }

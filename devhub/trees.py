@@ -7,6 +7,7 @@ The `X-Xet-Hash` of a download stays right: it is the address hf_xet fetches the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .hashing import damaged_sha1, damaged_sha256, git_tree_sha1, lfs_pointer, lfs_pointer_sha1
@@ -129,3 +130,42 @@ def paths_info(commit: Commit, paths: list[str]) -> list[dict[str, Any]]:
         if path in oids and path:
             out.append(folder_json(path, oids[path]))
     return out
+
+
+def _version(commit: Commit, path: str, folders: dict[str, str] | None) -> str | None:
+    """What `path` is in `commit`: a file's oid, a folder's tree oid, or None when absent."""
+    entry = commit.tree.get(path)
+    if entry is not None:
+        return reported_oid(entry)
+    return folders.get(path) if folders is not None else None
+
+
+def add_last_commits(history: Iterable[Commit], entries: list[dict[str, Any]]) -> None:
+    """Set `lastCommit` (what `expand=True` adds) on tree / paths-info entries, in place.
+
+    The last commit of a path is the newest one whose parent holds another version of it (or
+    none). `history` runs from the listed commit back to the first one.
+    """
+    pending = {e["path"]: e for e in entries}
+    needs_folders = any(e["type"] == "directory" for e in entries)
+    newer: Commit | None = None
+    newer_folders: dict[str, str] | None = None
+    for commit in history:
+        folders = folder_oids(commit) if needs_folders else None
+        if newer is not None:
+            for path in [
+                p
+                for p in pending
+                if _version(commit, p, folders) != _version(newer, p, newer_folders)
+            ]:
+                pending.pop(path)["lastCommit"] = _commit_json(newer)
+        if not pending:
+            return
+        newer, newer_folders = commit, folders
+    for entry in pending.values():  # unchanged since the first commit
+        if newer is not None:
+            entry["lastCommit"] = _commit_json(newer)
+
+
+def _commit_json(commit: Commit) -> dict[str, Any]:
+    return {"id": commit.id, "title": commit.title, "date": commit.date}

@@ -2,7 +2,9 @@
 
 The YAML front matter is read by a small block-style YAML parser (mappings, sequences, quoted
 and plain scalars, flow `[...]`/`{...}`, block scalars) so devhub stays stdlib-only. It rejects
-what the Hub rejects: unparsable metadata, and a `base_model` that is empty or not a Hub id.
+what the Hub rejects: unparsable metadata, a `base_model` that is empty or not a Hub id, and a
+`model-index` that is not a list of `{name, results: [{task: {type}, ...}]}`. A card without
+metadata is accepted with the Hub's warning.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from typing import Any
 FRONT_MATTER_RE = re.compile(r"^(\s*---[\r\n]+)([\S\s]*?)([\r\n]+---(\r\n|\n|$))")
 _PART = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9_])?"
 HUB_ID_RE = re.compile(rf"^(?:{_PART}/)?{_PART}$")
+
+
+NO_METADATA_WARNING = (
+    "Empty or missing yaml metadata in repo card "
+    "(https://huggingface.co/docs/hub/model-cards#model-card-metadata)"
+)
 
 
 class YamlError(ValueError):
@@ -42,20 +50,47 @@ def validate_card(content: str) -> Validation:
     result = Validation()
     text = front_matter(content)
     if text is None:
+        result.warnings.append(NO_METADATA_WARNING)
         return result
     try:
         metadata = parse_yaml(text)
     except YamlError as err:
         result.errors.append(f"Invalid YAML in README.md metadata: {err}")
         return result
-    if metadata is None:
+    if not metadata:
+        result.warnings.append(NO_METADATA_WARNING)
         return result
     if not isinstance(metadata, dict):
         result.errors.append("README.md metadata must be a YAML mapping")
         return result
     if "base_model" in metadata:
         result.errors.extend(_check_base_model(metadata["base_model"]))
+    if "model-index" in metadata:
+        result.errors.extend(_check_model_index(metadata["model-index"]))
     return result
+
+
+def _check_model_index(value: Any) -> list[str]:
+    """The shape the Hub's model-index schema demands (the part a card's evaluation needs)."""
+    if not isinstance(value, list):
+        return ['"model-index" must be an array']
+    errors = []
+    for i, model in enumerate(value):
+        where = f'"model-index[{i}]"'
+        if not isinstance(model, dict):
+            errors.append(f"{where} must be an object")
+            continue
+        if not isinstance(model.get("name"), str) or not model["name"]:
+            errors.append(f"{where}.name must be a non-empty string")
+        results = model.get("results")
+        if not isinstance(results, list):
+            errors.append(f"{where}.results must be an array")
+            continue
+        for j, item in enumerate(results):
+            task = item.get("task") if isinstance(item, dict) else None
+            if not isinstance(task, dict) or not isinstance(task.get("type"), str):
+                errors.append(f"{where}.results[{j}].task.type must be a string")
+    return errors
 
 
 def _check_base_model(value: Any) -> list[str]:

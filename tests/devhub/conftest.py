@@ -2,19 +2,9 @@
 
 Xet or LFS is chosen per test through `huggingface_hub.constants.HF_HUB_DISABLE_XET` (read at
 call time): LFS unless the test takes the `transfer` fixture (both, "xet" and "lfs") or `xet`.
+Nothing here touches the process environment at import: the whole suite imports this module
+during collection, and other modules' tests must see the environment they expect.
 """
-
-import os
-
-# Must happen before huggingface_hub is imported anywhere in the test session.
-os.environ["HF_HUB_DISABLE_XET"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ["HF_HUB_DISABLE_UPDATE_CHECK"] = "1"  # no version check against pypi.org
-os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-# hf_xet reads these when its (process-wide) session is created: retry storage failures within
-# a second or two instead of its 3 s doubling over up to 6 minutes.
-os.environ.setdefault("HF_XET_CLIENT_RETRY_BASE_DELAY", "50ms")
-os.environ.setdefault("HF_XET_CLIENT_RETRY_MAX_DURATION", "20s")
 
 import shutil
 import socket
@@ -25,6 +15,7 @@ from typing import Any
 
 import pytest
 from huggingface_hub import HfApi, constants
+from huggingface_hub.utils import _xet as hf_xet_glue
 
 from devhub.testing import DevHub
 from devhub.xet import STORAGE_PREFIX
@@ -74,17 +65,39 @@ def transfer(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
 
 
+# hf_xet reads these when its session is created: retry storage failures within a second or two
+# instead of its 3 s doubling over up to 6 minutes.
+XET_FAST_RETRIES = {
+    "HF_XET_CLIENT_RETRY_BASE_DELAY": "50ms",
+    "HF_XET_CLIENT_RETRY_MAX_DURATION": "20s",
+}
+
+
 @pytest.fixture(autouse=True)
 def _transfer_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """LFS for every test unless it asks for `transfer` (or `xet`, which sets it after this)."""
     xet = "transfer" in request.fixturenames and request.getfixturevalue("transfer") == "xet"
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", not xet)
+    if xet:
+        _fresh_xet_session(monkeypatch)
 
 
 @pytest.fixture
 def xet(monkeypatch: pytest.MonkeyPatch) -> None:
     """The client uploads and downloads through Xet (hf_xet), as it does by default."""
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
+    _fresh_xet_session(monkeypatch)
+
+
+def _fresh_xet_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This test's hf_xet session, created with the fast retries; both undone after the test.
+
+    huggingface_hub keeps one hf_xet session per process and hf_xet reads its settings when the
+    session is created, so the settings need a session of their own.
+    """
+    for name, value in XET_FAST_RETRIES.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(hf_xet_glue, "_GLOBAL_XET_HOLDER", hf_xet_glue.XetSessionHolder())
 
 
 def storage_calls(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
