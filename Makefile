@@ -14,7 +14,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv test lint demo bench docs clean
+.PHONY: help venv test lint demo bench docs clean fidelity
 
 help:
 	@echo "make demo   devhub + tiny trainer on CPU + uploader, then list the uploaded repos"
@@ -43,6 +43,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# huggingface_hub's own tests (its PyPI sdist, fetched at run time) against devhub, LFS and Xet.
+fidelity: $(STAMP)
+	$(BIN)/python -m devhub.fidelity $(FIDELITY_ARGS)
 
 docs: $(STAMP)
 	$(BIN)/python -m uploader.cli.docs --update README.md
