@@ -9,6 +9,9 @@ that fails when the pinned library changes it, so an upgrade shows here first.
 - `declare_sha256`: hands the sha256 we already computed to an LFS upload, so the library does
   not read the file a second time. Never used for Xet uploads: there hf_xet computes the sha256
   from the bytes it reads, which keeps the Hub's sha256 a check on our own hash.
+- `forget_shard_cache`: hf_xet skips xorbs its client-side shard cache says the storage holds
+  (`<HF_XET_CACHE>/<endpoint>/shard-cache`, re-read on each upload). A repair must send the
+  bytes again, so it drops that cache first; it is only a cache.
 - `xet_switch`: the library decides LFS or Xet from `constants.HF_HUB_DISABLE_XET` at call time
   and has no per-call argument. The switch sets it for the duration of our own calls only and
   puts the previous value back, so the user's setting is what every other caller sees.
@@ -16,14 +19,25 @@ that fails when the pinned library changes it, so an upgrade shows here first.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, constants
 from huggingface_hub.utils._http import hf_request_event_hook
 
 request_event_hook = hf_request_event_hook
+SHARD_CACHE_GLOB = "*/shard-cache"
+
+
+def forget_shard_cache(xet_cache: Path | None) -> None:
+    """Drop hf_xet's shard cache under `xet_cache` (nothing when None)."""
+    if xet_cache is None:
+        return
+    for cache in xet_cache.glob(SHARD_CACHE_GLOB):
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def declare_sha256(operation: CommitOperationAdd, sha256_hex: str) -> None:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
-from huggingface_hub import CommitOperationAdd, HfApi, set_client_factory
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, set_client_factory
 from huggingface_hub.errors import (
     HfHubHTTPError,
     RemoteEntryNotFoundError,
@@ -49,7 +49,7 @@ from uploader.errors import (
     UploaderError,
     XetUnavailableError,
 )
-from uploader.hfcompat import declare_sha256, request_event_hook, xet_switch
+from uploader.hfcompat import declare_sha256, forget_shard_cache, request_event_hook, xet_switch
 from uploader.pacing import Operation, Pacer
 from uploader.retry import (
     NAMESPACE_HINT,
@@ -82,6 +82,7 @@ class HubConfig:
     read_timeout: float = 120.0
     use_xet: bool = True  # False: plain LFS (see uploader.transfer.choose_transfer)
     xet_fallback: bool = False  # --transfer auto: an endpoint without Xet gets LFS
+    xet_cache: Path | None = None  # hf_xet's cache (HF_XET_CACHE), to drop its shard cache
 
 
 @dataclass(frozen=True)
@@ -386,25 +387,31 @@ class HubClient:
 
     # -- commits --------------------------------------------------------------------------
 
-    def commit(self, repo_id: str, files: list[LocalFile], message: str) -> str:
+    def commit(self, repo_id: str, files: list[LocalFile], message: str,
+               replace: Sequence[str] = ()) -> str:
         """One commit holding every file; returns its 40-hex sha.
 
         When everything is already there the client posts no commit and answers the current
-        head, which is also what a retry after a lost commit answer sees.
+        head, which is also what a retry after a lost commit answer sees. `replace` names
+        remote files to send again even if the Hub lists them as identical (a repair): they
+        are deleted and added in the same commit, and hf_xet's shard cache is dropped first so
+        it does not skip the bytes it believes the storage holds.
         """
         what = f"commit {len(files)} files to {repo_id}"
 
         def attempt() -> str:
             use_xet = self._uses_xet(repo_id)
             self._pace(Operation.COMMIT, what)
+            if replace and use_xet:
+                forget_shard_cache(self.config.xet_cache)
             try:
-                return self._create_commit(repo_id, files, message, use_xet)
+                return self._create_commit(repo_id, files, message, use_xet, replace)
             except Exception as exc:
                 if not (use_xet and self.config.xet_fallback and isinstance(
                         classify(exc, what), XetUnavailableError)):
                     raise
             self._fall_back_to_lfs()  # the route vanished since we asked: once, then LFS
-            return self._create_commit(repo_id, files, message, use_xet=False)
+            return self._create_commit(repo_id, files, message, False, replace)
 
         sha = self._retry(what, attempt)
         log.info("committed %s to %s", sha[:12], repo_id,
@@ -413,9 +420,12 @@ class HubClient:
         return sha
 
     def _create_commit(self, repo_id: str, files: list[LocalFile], message: str,
-                       use_xet: bool) -> str:
+                       use_xet: bool, replace: Sequence[str] = ()) -> str:
         # Fresh operations each attempt: huggingface_hub mutates them while committing.
-        operations = [_operation(f, declare_hash=not use_xet) for f in files]
+        # A file deleted in the same commit is never skipped as unchanged.
+        operations: list[CommitOperationAdd | CommitOperationDelete] = [
+            CommitOperationDelete(path_in_repo=path) for path in replace]
+        operations += [_operation(f, declare_hash=not use_xet) for f in files]
         with xet_switch(use_xet):
             info = self._api.create_commit(repo_id, operations, commit_message=message,
                                            token=self._token())

@@ -60,6 +60,10 @@ HEARTBEAT_KEY = "watcher_heartbeat"
 # later check compares the Hub with what we hashed, not with what the Hub now says it holds.
 EXPECTED_KEY = "expected_files:"
 FINISHED = frozenset({State.VERIFIED, State.PRUNED, State.SUPERSEDED, State.DELETED})
+# Meta key prefix (+ version key): a damaged remote copy must really be sent again. A plain
+# re-commit would be a no-op: the client skips files whose remote oid matches, and the storage
+# dedups objects it (wrongly) believes intact.
+RESEND_KEY = "resend:"
 
 
 @dataclass(frozen=True)
@@ -255,6 +259,8 @@ class Pipeline:
         seconds = self.clock() - started
         size = sum(f.digest.size for f in files)
         self._remember(record, files)
+        with self._store_lock:
+            self.store.meta_delete(RESEND_KEY + record.version_key)
         record = self._update(record, state=State.VERIFIED, verified_at=self.clock(),
                               upload_seconds=seconds, bytes=size, last_error=None,
                               error_class=None, next_attempt_at=None)
@@ -328,14 +334,25 @@ class Pipeline:
     def _adopt_or_commit(self, record: Record, files: list[LocalFile]) -> tuple[str, bool]:
         """The repo id is deterministic: after a crash (or with the state lost) the repo may
         already exist, empty or complete. Adopt it when it holds these exact files."""
+        resend = self._resend_wanted(record)
+        replace: list[str] = []
         if self.hub.repo_exists(record.repo_id):
-            if not compare(files, self.hub.list_files(record.repo_id)):
+            remote = self.hub.list_files(record.repo_id)
+            if not resend and not compare(files, remote):
                 return self.hub.head_sha(record.repo_id), True
+            if resend:
+                replace = [f.path_in_repo for f in files if f.path_in_repo in remote]
         else:
             self.hub.ensure_repo(record.repo_id)
         message = "Final LoRA adapter" if record.kind is Kind.FINAL else (
             f"Checkpoint at step {record.step}")
-        return self.hub.commit(record.repo_id, files, message), False
+        if resend:
+            message = f"{message} (repair: uploaded again)"
+        return self.hub.commit(record.repo_id, files, message, replace=replace), False
+
+    def _resend_wanted(self, record: Record) -> bool:
+        with self._store_lock:
+            return self.store.meta_get(RESEND_KEY + record.version_key) is not None
 
     def _failed(self, record: Record, error: UploaderError) -> Record:
         if isinstance(error, RateLimitedError | PacingInterrupted):
@@ -426,6 +443,8 @@ class Pipeline:
         if version is not None and version.version_key == record.version_key:
             log.error("remote copy damaged; uploading it again from the local folder", extra={
                 "folder": record.folder, "repo_id": record.repo_id, "error": problem})
+            with self._store_lock:
+                self.store.meta_set(RESEND_KEY + record.version_key, problem)
             return self._update(record, state=State.PENDING, attempts=0, permanent=False,
                                 next_attempt_at=None, last_error=problem,
                                 error_class=VerificationError.__name__)

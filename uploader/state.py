@@ -289,6 +289,11 @@ class StateStore:
                 raise KeyError(f"no checkpoint record with id {record_id}")
         return self.get(record_id)
 
+    def meta_delete(self, key: str) -> None:
+        with self._lock:
+            self._writable()
+            self._conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     def meta_set(self, key: str, value: str) -> None:
         with self._lock:
             self._writable()

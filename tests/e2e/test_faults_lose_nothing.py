@@ -76,3 +76,27 @@ def test_token_revoked_mid_run_ends_exit_when_done_with_one_line(hub, tmp_path):
     lines = [line for line in proc.output().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "HF_TOKEN" in lines[0], proc.output()[-2000:]
     assert (out / "checkpoint-50").is_dir()  # nothing local is touched
+
+
+@EVERY_MODE
+def test_verify_deep_repairs_corrupted_content_for_real(hub, api, tmp_path, transfer_mode):
+    out = tmp_path / "out"
+    info = start_run(out, base_model="tiny", resume=False)
+    for step in (50, 100):
+        write_checkpoint(out, step, run_id=info.run_id, adapter_bytes=2 * 1024 * 1024)
+    sources = snapshot_sources(out)
+    finish_run(out, Outcome.COMPLETED)
+    env = uploader_env(hub.url, TOKEN)
+    assert run_uploader(["backfill", "--output-dir", str(out)], env).returncode == 0
+    repo = expected_repo(out, "checkpoint-50")
+    # Stored bytes flipped, listings untouched: only reading the content back can tell.
+    hub.add_faults({"action": "damage", "repo": repo, "file": "adapter_model.safetensors",
+                    "mode": "corrupt"})
+    deep = run_uploader(["verify", "--deep", "--output-dir", str(out)], env)
+    assert deep.returncode == 0, deep.stdout + deep.stderr[-3000:]
+    assert "1 damaged (1 repaired)" in deep.stdout, deep.stdout
+    assert "repaired (read back)" in deep.stderr
+    assert commit_count(api, repo) == 3, "initial + upload + repair"
+    assert_byte_identical(api, repo, sources["checkpoint-50"], tmp_path / "dl")
+    again = run_uploader(["verify", "--deep", "--output-dir", str(out)], env)
+    assert again.returncode == 0 and "2 intact" in again.stdout, again.stdout

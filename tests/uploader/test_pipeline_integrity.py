@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,8 +30,9 @@ class RewritingHub(HubClient):
 
     target: Path | None = None
 
-    def commit(self, repo_id: str, files: list[LocalFile], message: str) -> str:
-        sha = super().commit(repo_id, files, message)
+    def commit(self, repo_id: str, files: list[LocalFile], message: str,
+               replace: Sequence[str] = ()) -> str:
+        sha = super().commit(repo_id, files, message, replace)
         if self.target is not None:
             size = self.target.stat().st_size
             with open(self.target, "r+b") as fh:  # open("w") on the same path: same inode
@@ -78,14 +80,15 @@ class SilentRewriteHub(HubClient):
 
     target: Path | None = None
 
-    def commit(self, repo_id: str, files: list[LocalFile], message: str) -> str:
+    def commit(self, repo_id: str, files: list[LocalFile], message: str,
+               replace: Sequence[str] = ()) -> str:
         if self.target is not None:
             st = self.target.stat()
             with open(self.target, "r+b") as fh:
                 fh.write(b"\xff" * st.st_size)
             os.utime(self.target, ns=(st.st_atime_ns, st.st_mtime_ns))
             self.target = None
-        return super().commit(repo_id, files, message)
+        return super().commit(repo_id, files, message, replace)
 
 
 def test_bytes_that_do_not_match_their_hash_are_rehashed_and_uploaded_again(

@@ -17,13 +17,14 @@ Properties, checked around every prune pass:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from hypothesis import HealthCheck, settings
@@ -78,6 +79,7 @@ class Stored:
     git_sha1: str
     lfs: bool
     damaged: bool = False
+    data: bytes = b""  # what a download returns (flipped when damaged)
 
     def view(self, path: str) -> RemoteFile:
         """What paths-info reports: a damaged file shows a hash that is not its content's."""
@@ -115,7 +117,16 @@ class ModelHub:
         tree = self.commits[repo_id][revision or self.heads[repo_id]]
         return {path: stored.view(path) for path, stored in tree.items()}
 
-    def commit(self, repo_id: str, files: list[LocalFile], message: str) -> str:
+    def download(self, repo_id: str, revision: str, path: str, dest_dir: Path) -> Path:
+        stored = self.commits[repo_id][revision][path]
+        target = dest_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(bytes(b ^ 0xFF for b in stored.data) if stored.damaged
+                           else stored.data)
+        return target
+
+    def commit(self, repo_id: str, files: list[LocalFile], message: str,
+               replace: Sequence[str] = ()) -> str:
         if self.fail_next:
             self.fail_next = False
             raise TransientError("commit refused (model)")
@@ -123,11 +134,12 @@ class ModelHub:
         for f in files:
             data = f.local_path.read_bytes() if f.local_path is not None else f.data or b""
             tree[f.path_in_repo] = Stored(len(data), hashlib.sha256(data).hexdigest(),
-                                          git_blob_sha1(data), f.path_in_repo.endswith(LFS_SUFFIXES))
+                                          git_blob_sha1(data), f.path_in_repo.endswith(LFS_SUFFIXES),
+                                          data=data)
         if self.damage_next:
             self.damage_next = False
             first = sorted(tree)[0]
-            tree[first] = replace(tree[first], damaged=True)
+            tree[first] = dataclasses.replace(tree[first], damaged=True)
         sha = hashlib.sha1(repr((repo_id, len(self.commits[repo_id]))).encode()).hexdigest()
         self.commits[repo_id][sha] = tree
         self.heads[repo_id] = sha
@@ -152,7 +164,7 @@ class ModelHub:
         if drop:
             del tree[path]
         else:
-            tree[path] = replace(tree[path], damaged=True)
+            tree[path] = dataclasses.replace(tree[path], damaged=True)
 
     def holds(self, files: dict[str, bytes]) -> bool:
         """Some repo's head holds every file with exactly these bytes, undamaged."""
@@ -305,7 +317,7 @@ class PruneModel(RuleBasedStateMachine):
     @rule()
     def verify_on_demand(self) -> None:
         tally = verify_cli.check_all(self.up.pipeline, False, self.root / "scratch", _never())
-        verify_cli.repair(self.up.pipeline, tally, _never())
+        verify_cli.repair(self.up.pipeline, tally, _never(), self.root / "scratch")
 
     @rule(crash_after_rename=st.booleans())
     def prune_pass(self, crash_after_rename: bool) -> None:

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.hashing import digest_file
 from shared.manifest import ManifestError
 from uploader.cli import EXIT_FAILED, EXIT_OK
 from uploader.cli.console import ConsoleEvents, one_pass
 from uploader.errors import UploaderError
 from uploader.pipeline import IMMEDIATE_REUPLOADS, Pipeline
+from uploader.readback import Wanted, read_back
 from uploader.retention import LANDED, LIVE
 from uploader.settings import UploaderSettings
 from uploader.state import Record, State
@@ -35,21 +35,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("uploader.verify")
 
 
-@dataclass(frozen=True)
-class Wanted:
-    """A file the remote copy must hold: its size and sha256, and the git sha1 when known."""
-
-    path: str
-    size: int
-    sha256: str
-    git_sha1: str | None = None
-
-
 @dataclass
 class Tally:
     intact: list[Record] = field(default_factory=list)
     damaged: list[tuple[Record, str]] = field(default_factory=list)
     unchecked: list[tuple[Record, str]] = field(default_factory=list)
+    repaired: list[Record] = field(default_factory=list)  # a fresh read-back proved each
 
 
 def run(settings: UploaderSettings) -> int:
@@ -61,7 +52,7 @@ def run(settings: UploaderSettings) -> int:
         pipeline.events = ConsoleEvents()  # the upload block for each repaired copy
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="verify-")))
         tally = check_all(pipeline, settings.deep, scratch, stop)
-        repair(pipeline, tally, stop)
+        repair(pipeline, tally, stop, scratch)
         return _verdict(pipeline, tally)
 
 
@@ -133,19 +124,7 @@ def _remote_problem(path: str, size: int, sha256: str, found: RemoteFile | None)
 
 
 def _downloaded(hub: HubClient, record: Record, wanted: list[Wanted], scratch: Path) -> list[str]:
-    """Download each file at the commit and hash the bytes."""
-    problems = []
-    for want in wanted:
-        local = hub.download(record.repo_id, record.commit_sha or "main", want.path, scratch)
-        digest = digest_file(local)
-        if (digest.size, digest.sha256) != (want.size, want.sha256):
-            problems.append(f"{want.path}: downloaded bytes have sha256 {digest.sha256[:12]}, "
-                            f"{want.sha256[:12]} expected")
-        elif want.git_sha1 is not None and want.git_sha1 != digest.git_sha1:
-            problems.append(f"{want.path}: git sha1 {want.git_sha1[:12]} on the Hub, "
-                            f"{digest.git_sha1[:12]} for its bytes")
-        local.unlink(missing_ok=True)  # one file on disk at a time
-    return problems
+    return read_back(hub, record.repo_id, record.commit_sha or "main", wanted, scratch)
 
 
 def _summary(record: Record, problems: list[str], total: int) -> str | None:
@@ -155,17 +134,29 @@ def _summary(record: Record, problems: list[str], total: int) -> str | None:
             + "; ".join(problems[:5]))
 
 
-def repair(pipeline: Pipeline, tally: Tally, stop: threading.Event) -> None:
-    """Back to `pending` (or `failed` when the local copy is gone), then upload again now."""
+def repair(pipeline: Pipeline, tally: Tally, stop: threading.Event, scratch: Path) -> None:
+    """Back to `pending` (or `failed` when the local copy is gone), upload again now, and
+    count a repair only once the new commit's bytes, downloaded afresh, match the local ones."""
     for record, problem in tally.damaged:
         record = pipeline.reopen(record, problem)
         for _ in range(IMMEDIATE_REUPLOADS):
             if stop.is_set() or record.state is not State.PENDING:
                 break
             record = pipeline.upload(record)
-        if record.state is State.VERIFIED:
-            log.warning("damaged remote copy repaired", extra={
-                "step": record.step, "repo_id": record.repo_id, "commit": record.commit_sha})
+        if record.state is not State.VERIFIED:
+            continue
+        try:
+            still = check(pipeline, record, True, scratch / f"proof-{record.id}")
+        except UploaderError as exc:
+            still = f"cannot read the repaired copy back: {exc.one_line()}"
+        if still is not None:
+            log.error("repair did not take: the remote copy is still damaged", extra={
+                "step": record.step, "repo_id": record.repo_id, "error": still})
+            pipeline.reopen(record, still)
+            continue
+        tally.repaired.append(record)
+        log.warning("damaged remote copy repaired (read back)", extra={
+            "step": record.step, "repo_id": record.repo_id, "commit": record.commit_sha})
 
 
 def _verdict(pipeline: Pipeline, tally: Tally) -> int:
@@ -177,11 +168,7 @@ def _verdict(pipeline: Pipeline, tally: Tally) -> int:
                                          "error": record.last_error})
     print(f"checked {len(tally.intact) + len(tally.damaged) + len(tally.unchecked)}: "
           f"{len(tally.intact)} intact, {len(tally.damaged)} damaged "
-          f"({sum(r.state in LANDED for r in _now(pipeline, tally))} repaired), "
+          f"({len(tally.repaired)} repaired), "
           f"{len(tally.unchecked)} not checkable; {len(unverified)} not verified")
-    return EXIT_FAILED if unverified or tally.unchecked else EXIT_OK
-
-
-def _now(pipeline: Pipeline, tally: Tally) -> list[Record]:
-    current = {r.id: r for r in pipeline.records()}
-    return [current[r.id] for r, _ in tally.damaged if r.id in current]
+    still_damaged = len(tally.damaged) - len(tally.repaired)
+    return EXIT_FAILED if unverified or tally.unchecked or still_damaged else EXIT_OK
