@@ -237,7 +237,7 @@ class CompletionDetector:
                 version = self._version(ref, folder, scan, marker.step, marker)
                 return Detection(Verdict.COMPLETE, version, "completion marker matches")
             if self.markers_expected():
-                raise _Verdict(Verdict.NOT_YET, "waiting for the trainer's completion marker")
+                raise self._awaiting_marker(scan)
             step = self._settled_step(ref, folder, scan)
             if not _same(scan_folder(folder), scan):
                 raise _Verdict(Verdict.NOT_YET, "folder changed while it was checked")
@@ -266,6 +266,16 @@ class CompletionDetector:
                               logging.INFO)
             return None
         return marker
+
+    def _awaiting_marker(self, scan: _Scan) -> _Verdict:
+        """NOT_YET while the trainer may still finish this save; past `abandoned_after` without
+        a change, a save the trainer died in (the run never ended): INVALID, so it no longer
+        holds up pruning and is named once in the log instead."""
+        age = self._clock() - scan.newest_mtime_ns / 1e9
+        if age >= self.abandoned_after:
+            return _Verdict(Verdict.INVALID, f"no completion marker and nothing changed for "
+                                             f"{age:.0f}s: an abandoned save, ignored")
+        return _Verdict(Verdict.NOT_YET, "waiting for the trainer's completion marker")
 
     def _settled_step(self, ref: FolderRef, folder: Path, scan: _Scan) -> int:
         """The step of a settled, valid folder; raises _Verdict when it is not (yet) one."""

@@ -207,6 +207,7 @@ def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapp
         base_model=run.base_model if run else None, run_id=run.run_id if run else None,
         round_backoff=settings.round_backoff, round_backoff_max=settings.round_backoff_max)
     detector = CompletionDetector(settings.output_dir, settings.settle_seconds,
+                                  abandoned_after=settings.abandoned_after,
                                   markers_expected=lambda: run_in_progress(settings))
     stager = Stager(settings.staging_dir, tuple(DEFAULT_DENYLIST) + tuple(settings.denylist))
     live = {r.version_key for r in store.all() if r.state not in FINISHED}

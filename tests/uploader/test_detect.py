@@ -426,3 +426,22 @@ def test_safetensors_header_check(tmp_path, data, problem):
     path.write_bytes(data)
     found = check_safetensors_header(path)
     assert found is None if problem is None else problem in found
+
+
+def test_unmarked_folder_of_a_run_in_progress_is_abandoned_after_its_deadline(tmp_path):
+    # The trainer died mid-save and its run never ended: no marker will ever come.
+    folder = write_checkpoint(tmp_path, 10)
+    newest = max(p.stat().st_mtime for p in [folder, *folder.iterdir()])
+    now = [newest + 100]
+    detector = CompletionDetector(tmp_path, SETTLE, clock=lambda: now[0], abandoned_after=3600,
+                                  markers_expected=lambda: True)
+    waiting = detector.check(ref_of("checkpoint-10"))
+    assert waiting.verdict is Verdict.NOT_YET and "marker" in waiting.reason
+    now[0] = newest + 3601
+    abandoned = detector.check(ref_of("checkpoint-10"))
+    assert abandoned.verdict is Verdict.INVALID and "abandoned" in abandoned.reason
+    # ...so it no longer holds up pruning, which waits only for saves under way.
+    from uploader.prune import FolderFacts, PrunePolicy, plan_prune
+
+    facts = [FolderFacts("checkpoint-10", 10, abandoned.verdict, None, 0)]
+    assert plan_prune([], facts, PrunePolicy(keep_last=1)).blocked is None
