@@ -28,6 +28,7 @@ import enum
 import logging
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -37,8 +38,9 @@ from shared.fsutil import fsync_dir
 from shared.layout import Kind, list_folders
 from uploader.detect import Verdict
 from uploader.errors import UploaderError
-from uploader.events import UploadResult
+from uploader.events import ExpectedFile, UploadResult
 from uploader.pipeline import Pipeline
+from uploader.readback import Wanted, read_back
 from uploader.retention import DEFAULT_METRIC, LIVE, best_record
 from uploader.state import Record, State
 
@@ -65,6 +67,7 @@ class PrunePolicy:
     keep_last: int = 1
     prune_best: bool = False
     metric: str = DEFAULT_METRIC
+    deep: bool = False  # --prune-check deep: download and hash every file before deleting
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,8 @@ class Pruner:
             return Outcome.KEPT
         try:
             problem = self.pipeline.recheck(record, expected)
+            if problem is None and self.policy.deep:
+                problem = self._read_back(record, expected)
         except UploaderError as exc:
             log.warning("not pruning: cannot check the remote copy now", extra={
                 "folder": record.folder, "repo_id": record.repo_id, "error": exc.one_line()})
@@ -247,6 +252,17 @@ class Pruner:
             self.pipeline.reopen(record, problem)
             return Outcome.REOPENED
         return None
+
+    def _read_back(self, record: Record, expected: list[ExpectedFile]) -> str | None:
+        wanted = [Wanted(f.path_in_repo, f.digest.size, f.digest.sha256) for f in expected]
+        with tempfile.TemporaryDirectory(prefix="prune-check-") as scratch:
+            problems = read_back(self.pipeline.hub, record.repo_id, record.commit_sha or "main",
+                                 wanted, Path(scratch))
+        if not problems:
+            log.info("remote copy read back before pruning", extra={
+                "folder": record.folder, "repo_id": record.repo_id, "files": len(wanted)})
+            return None
+        return f"{record.repo_id}: read back: " + "; ".join(problems[:5])
 
     def _remove(self, folder: FolderFacts, record: Record) -> Outcome:
         source = self.output_dir / folder.name

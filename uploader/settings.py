@@ -118,7 +118,7 @@ class UploaderSettings(BaseSettings):
 
     prune_check: PruneCheck = _opt(PruneCheck.CONTENT, "what must pass before a local copy is "
                                    "pruned: content (the Hub's content hashes) or deep (download "
-                                   "and hash every file)", ("watch", "verify"))
+                                   "and hash every file)", ("watch",))
     max_staged_bytes: int = _opt(0, "most bytes held in staging by checkpoints the trainer "
                                  "already deleted (0: only the free-space floor applies)",
                                  ("watch", "backfill"))

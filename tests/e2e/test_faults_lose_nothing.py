@@ -100,3 +100,31 @@ def test_verify_deep_repairs_corrupted_content_for_real(hub, api, tmp_path, tran
     assert_byte_identical(api, repo, sources["checkpoint-50"], tmp_path / "dl")
     again = run_uploader(["verify", "--deep", "--output-dir", str(out)], env)
     assert again.returncode == 0 and "2 intact" in again.stdout, again.stdout
+
+
+@EVERY_MODE
+def test_prune_check_deep_reads_back_and_repairs_before_deleting(hub, api, tmp_path,
+                                                                transfer_mode):
+    out = tmp_path / "out"
+    info = start_run(out, base_model="tiny", resume=False)
+    sources = {}
+    for step, loss in ((50, 2.0), (100, 1.0)):
+        write_checkpoint(out, step, run_id=info.run_id, eval_loss=loss)
+        sources[step] = snapshot_sources(out)[f"checkpoint-{step}"]
+    env = uploader_env(hub.url, TOKEN)
+    assert run_uploader(["backfill", "--output-dir", str(out)], env).returncode == 0
+    repo50 = expected_repo(out, "checkpoint-50")
+    # Invisible to listings: a content check of the listing would prune over it.
+    hub.add_faults({"action": "damage", "repo": repo50, "file": "optimizer.pt", "mode": "corrupt"})
+    write_checkpoint(out, 150, run_id=info.run_id, eval_loss=0.5)
+    finish_run(out, Outcome.COMPLETED)
+    proc = watch(hub, out, tmp_path, "--prune", "--prune-check", "deep", "--exit-when-done")
+    assert proc.wait(180) == 0, proc.output()[-3000:]
+    assert not (out / "checkpoint-50").exists()
+    lines = proc.output().splitlines()
+    damaged = next(i for i, line in enumerate(lines) if "remote copy damaged" in line)
+    pruned = next(i for i, line in enumerate(lines)
+                  if "pruned local checkpoint" in line and "folder=checkpoint-50 " in line)
+    assert damaged < pruned
+    assert commit_count(api, repo50) == 3, "initial + upload + repair"
+    assert_byte_identical(api, repo50, sources[50], tmp_path / "dl")

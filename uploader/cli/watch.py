@@ -31,7 +31,7 @@ from uploader.pipeline import Pipeline, pending_work
 from uploader.prune import PrunePolicy, Pruner, SpaceWatch
 from uploader.run_end import RunEnd, run_ended
 from uploader.service import Opened, open_pipeline
-from uploader.settings import UploaderSettings
+from uploader.settings import PruneCheck, UploaderSettings
 from uploader.state import State
 from uploader.watch import WatchConfig, Watcher
 
@@ -83,7 +83,8 @@ def _pruner(opened: Opened, settings: UploaderSettings) -> Pruner:
 
     pruner = Pruner(opened.pipeline, PrunePolicy(keep_last=settings.keep_last,
                                                  prune_best=settings.prune_best,
-                                                 metric=settings.metric),
+                                                 metric=settings.metric,
+                                                 deep=settings.prune_check is PruneCheck.DEEP),
                     enabled=settings.prune,
                     space=SpaceWatch(settings.output_dir, settings.free_space_warning),
                     run_ended=ended)
@@ -172,6 +173,9 @@ def _done(watcher: Watcher, pipeline: Pipeline, settings: UploaderSettings, ende
             watcher.work.set()
             return None
         records = pipeline.records()
+        if pending_work(records):  # a pass of the prune loop reopened a copy meanwhile
+            watcher.work.set()
+            return None
     failed = [r for r in records if r.state is State.FAILED and r.permanent]
     for record in failed:
         log.error("upload failed permanently", extra={"step": record.step,
