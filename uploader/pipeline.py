@@ -107,6 +107,7 @@ class Pipeline:
         self._stage_lock = threading.RLock()
         self._claim_lock = threading.Lock()
         self._digests: dict[str, dict[str, FileDigest]] = {}  # version_key -> path -> digest
+        self._unannounced: dict[str, int] = {}  # version_key -> 429s in a row that gave no wait
         self._in_flight: set[int] = set()
         # Completed folders admitted so far: a new one means the trainer just finished a save
         # (and its rotation), the moment the watcher lets the pruner run.
@@ -266,6 +267,7 @@ class Pipeline:
                               error_class=None, next_attempt_at=None)
         self.stager.remove(record.version_key)
         self._digests.pop(record.version_key, None)
+        self._unannounced.pop(record.version_key, None)
         self._update(record, staged=False)
         log.info("checkpoint verified", extra={
             "step": record.step, "repo_id": record.repo_id, "url": record.url, "bytes": size,
@@ -391,7 +393,13 @@ class Pipeline:
         """A rate limit (or a stop during a pacing wait) is no failure: the checkpoint goes back
         to `pending`, due again when the Hub said, and this attempt is not counted."""
         wait = error.wait_seconds if isinstance(error, RateLimitedError) else 0.0
-        wait = wait or self.config.round_backoff
+        if not wait:
+            # No wait announced: back off further each time, or a limit that never says when
+            # would be hit every round_backoff seconds forever.
+            unannounced = self._unannounced.get(record.version_key, 0)
+            self._unannounced[record.version_key] = unannounced + 1
+            wait = min(self.config.round_backoff * 2 ** unannounced,
+                       self.config.round_backoff_max)
         record = self._update(record, state=State.PENDING, attempts=max(record.attempts - 1, 0),
                               next_attempt_at=self.clock() + wait, last_error=error.one_line(),
                               error_class=type(error).__name__)

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DENYLIST: tuple[str, ...] = (".env", "*.pem", "*.key", "id_rsa*", ".netrc", ".git-credentials")
 PARTIAL_SUFFIX = ".partial"
+# huggingface_hub keeps its own metadata here (local_dir downloads); the Hub refuses it.
+HUB_CACHE_PREFIX = ".cache/huggingface/"
 META_SUFFIX = ".json"
 META_SCHEMA = 1
 # Keep this much free after a copy: filling the disk would stall the trainer's next save.
@@ -231,6 +233,10 @@ class Stager:
         return plan
 
     def _denied(self, rel: str) -> str | None:
+        parts = rel.split("/")
+        if ".git" in parts[:-1] or rel == ".git" or rel.startswith(HUB_CACHE_PREFIX):
+            # The Hub refuses these paths in a commit: uploading them would fail every round.
+            return "the Hub refuses this path (.git/ and .cache/huggingface/ are reserved)"
         base = rel.rsplit("/", 1)[-1].lower()
         for pattern in self.denylist:
             if fnmatch.fnmatchcase(base, pattern.lower()):

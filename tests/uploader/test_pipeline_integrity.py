@@ -119,3 +119,33 @@ def test_bytes_that_do_not_match_their_hash_are_rehashed_and_uploaded_again(
         assert second.state is State.VERIFIED, second
     finally:
         store.close()
+
+
+def test_rate_limits_that_announce_no_wait_back_off_further_each_time(
+        tmp_path: Path, devhub, make_hub_client: HubClientFactory) -> None:
+    out = tmp_path / "out"
+    run = start_run(out, base_model="tiny", resume=False)
+    write_checkpoint(out, 50, run_id=run.run_id)
+    now = [1_000_000.0]
+    store = StateStore.open(out / ".uploader", clock=lambda: now[0])
+    try:
+        pipeline = Pipeline(
+            PipelineConfig(output_dir=out, namespace=ALICE, prefix=f"ratelimit-{uuid.uuid4().hex[:8]}",
+                           run_id=run.run_id, source_host="test", round_backoff=10,
+                           round_backoff_max=35),
+            store, CompletionDetector(out, SETTLE_S), Stager(out / ".uploader" / "staging"),
+            make_hub_client(), clock=lambda: now[0])
+        (ref,) = [r for r in list_folders(out) if r.name == "checkpoint-50"]
+        pipeline.observe(ref)
+        (record,) = pipeline.records()
+        devhub.add_faults({"action": "status", "status": 429, "path": "/commit/"})
+        waits = []
+        for _ in range(4):
+            record = pipeline.upload(record)
+            assert record.state is State.PENDING and not record.permanent
+            waits.append(record.next_attempt_at - now[0])
+        assert waits == [10, 20, 35, 35]  # doubling from --round-backoff, capped at its max
+        devhub.clear_faults()
+        assert pipeline.upload(record).state is State.VERIFIED
+    finally:
+        store.close()

@@ -123,6 +123,20 @@ def test_denylisted_files_are_never_staged(out, stager, caplog):
     assert "secret" not in {v.decode(errors="replace") for v in contents(staged.path).values()}
 
 
+def test_paths_the_hub_refuses_are_skipped_not_failed_every_round(out, stager):
+    folder = make_folder(out)
+    for rel in (".git/config", "sub/.git/HEAD", ".cache/huggingface/download/x.metadata"):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text("x")
+    (folder / ".gitattributes").write_text("*.bin filter=lfs\n")  # not reserved: kept
+    staged = stager.stage(folder, detect(out))
+    skipped = dict(staged.skipped)
+    assert set(skipped) == {".git/config", "sub/.git/HEAD",
+                            ".cache/huggingface/download/x.metadata"}
+    assert all("the Hub refuses" in reason for reason in skipped.values())
+    assert ".gitattributes" in {f.path for f in staged.files}
+
+
 def test_special_files_are_skipped(out, stager):
     folder = make_folder(out)
     os.mkfifo(folder / "pipe")
