@@ -1,14 +1,18 @@
 """`status`: one row per checkpoint, read from the state without taking the writer's lock.
 
 `--json` prints only a JSON list; `--health` exits 0 when a watcher holds the state dir and its
-loop ran within `--health-max-age` seconds (for container health checks), 1 otherwise.
+loop ran within `--health-max-age` seconds (for container health checks), 1 otherwise. The table
+names its metric column by `--metric`, shows when a failed row is tried next, fits the
+terminal's width (long tails are cut) and ends with one summary line.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 from uploader.cli import EXIT_FAILED, EXIT_OK
@@ -36,41 +40,70 @@ def run(settings: UploaderSettings) -> int:
             store.close()
     # The same selection as `best`: this run's verified checkpoint with the lowest metric.
     best = best_record(records, settings.metric, run_id=current_run_id(settings.output_dir))
-    rows = rows_of(records, best)
+    rows = rows_of(records, best, settings.metric)
     if settings.json_output:
         print(json.dumps(rows, indent=2))
     else:
-        _table(rows, settings.metric)
+        _table(rows, settings.metric, shutil.get_terminal_size().columns)
     return EXIT_OK
 
 
-def rows_of(records: list[Record], best: Record | None = None) -> list[dict[str, Any]]:
+def rows_of(records: list[Record], best: Record | None = None,
+            metric: str = "eval_loss") -> list[dict[str, Any]]:
     return [{
         "step": r.step, "kind": str(r.kind), "state": str(r.state), "repo_id": r.repo_id,
-        "url": r.url, "size": r.bytes, "eval_loss": r.eval_loss, "attempts": r.attempts,
-        "last_error": r.last_error, "best": best is not None and r.id == best.id,
+        "url": r.url, "size": r.bytes, "eval_loss": r.eval_loss, "metric": metric,
+        "metric_value": r.metrics.get(metric), "attempts": r.attempts,
+        "last_error": r.last_error, "next_attempt_at": r.next_attempt_at,
+        "best": best is not None and r.id == best.id,
         "folder": r.folder, "commit_sha": r.commit_sha, "completed_at": r.completed_at,
         "verified_at": r.verified_at,
     } for r in records]
 
 
-def _table(rows: list[dict[str, Any]], metric: str) -> None:
+LANDED = ("verified", "pruned")
+MIN_WIDTH = 60  # below this the table is not cut: a pipe or a tiny terminal
+
+
+def _table(rows: list[dict[str, Any]], metric: str, width: int) -> None:
     if not rows:
         print("no checkpoints recorded yet")
         return
-    header = f"{'':2}{'step':>6}  {'kind':<10} {'state':<10} {'size':>9}  {'eval_loss':>9}  " \
-             f"{'tries':>5}  repo / error"
-    print(header)
+    name = metric if len(metric) <= 12 else metric[:11] + "…"
+    print(_fit(f"{'':2}{'step':>6}  {'kind':<10} {'state':<10} {'size':>9}  {name:>12}  "
+               f"{'tries':>5}  repo / error", width))
     for row in rows:
-        loss = f"{row['eval_loss']:.4f}" if row["eval_loss"] is not None else "-"
+        value = row["metric_value"]
+        shown = f"{value:.4f}" if isinstance(value, int | float) else "-"
         tail = row["url"] or row["repo_id"]
-        if row["last_error"] and row["state"] != "verified":
+        if row["state"] == "failed" and row["next_attempt_at"]:
+            tail += "  next try " + time.strftime("%H:%M:%S", time.localtime(
+                row["next_attempt_at"]))
+        if row["last_error"] and row["state"] not in LANDED:
             tail += f"  ({row['last_error']})"
-        print(f"{'*' if row['best'] else ' ':2}{row['step']:>6}  {row['kind']:<10} "
-              f"{row['state']:<10} {human_bytes(row['size'] or 0):>9}  {loss:>9}  "
-              f"{row['attempts']:>5}  {tail}")
+        print(_fit(f"{'*' if row['best'] else ' ':2}{row['step']:>6}  {row['kind']:<10} "
+                   f"{row['state']:<10} {human_bytes(row['size'] or 0):>9}  {shown:>12}  "
+                   f"{row['attempts']:>5}  {tail}", width))
     if any(r["best"] for r in rows):
         print(f"* best by {metric}")
+    print(summary(rows))
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """One line: how many are verified, pending and failed, and the bytes held on the Hub."""
+    counts = Counter(r["state"] for r in rows)
+    landed = sum(counts[s] for s in LANDED)
+    failed = counts["failed"]
+    pending = len(rows) - landed - failed - counts["deleted"] - counts["superseded"]
+    held = sum(r["size"] or 0 for r in rows if r["state"] in LANDED)
+    return (f"{landed} verified, {pending} pending, {failed} failed; "
+            f"{human_bytes(held)} on the Hub")
+
+
+def _fit(line: str, width: int) -> str:
+    if width < MIN_WIDTH or len(line) <= width:
+        return line
+    return line[: width - 1] + "…"
 
 
 def _health(settings: UploaderSettings) -> int:
