@@ -286,7 +286,13 @@ class Pipeline:
         if staged is not None:
             return staged
         # Staging failed earlier (or was lost): snapshot now if the folder is still this version.
-        version = self.judge(ref_of(record)).version
+        detection = self.judge(ref_of(record))
+        if detection.verdict is Verdict.NOT_YET:
+            # Being written or settling: the same completion rules as detection say "later",
+            # which is not "gone".
+            raise StagingError(f"{record.folder} cannot be judged now: {detection.reason}",
+                               "it is tried again once the folder is complete")
+        version = detection.version
         if version is None or version.version_key != record.version_key:
             return None
         return self._stage(record, version, raise_errors=True)
@@ -447,8 +453,12 @@ class Pipeline:
     def reopen(self, record: Record, problem: str) -> Record:
         """A verified copy turned out damaged: upload it again from the local folder when that
         still holds this version (`pending`), else say so loudly (`failed`, permanent)."""
-        version = self.judge(ref_of(record)).version
-        if version is not None and version.version_key == record.version_key:
+        detection = self.judge(ref_of(record))
+        version = detection.version
+        if detection.verdict is Verdict.NOT_YET or (
+                version is not None and version.version_key == record.version_key):
+            # NOT_YET: the folder is there but settling; the upload judges it again (and waits)
+            # rather than calling the local copy gone.
             log.error("remote copy damaged; uploading it again from the local folder", extra={
                 "folder": record.folder, "repo_id": record.repo_id, "error": problem})
             with self._store_lock:

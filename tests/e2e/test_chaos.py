@@ -6,7 +6,7 @@ import pytest
 
 from bench.chaos import run_campaign
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 CI_SEED = 7
 
 

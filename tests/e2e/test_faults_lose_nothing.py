@@ -128,3 +128,23 @@ def test_prune_check_deep_reads_back_and_repairs_before_deleting(hub, api, tmp_p
     assert damaged < pruned
     assert commit_count(api, repo50) == 3, "initial + upload + repair"
     assert_byte_identical(api, repo50, sources[50], tmp_path / "dl")
+
+
+def test_verify_never_calls_a_settling_local_copy_gone(hub, api, tmp_path):
+    # A plain Trainer's folders (no markers), uploaded with a short settle window; `verify`
+    # then runs with the default 30 s one while the folder is younger than that.
+    out = tmp_path / "out"
+    write_checkpoint(out, 50, marker=False, run_id=None)
+    sources = snapshot_sources(out)
+    quick = uploader_env(hub.url, TOKEN, UPLOADER_SETTLE_SECONDS="0.5")
+    assert run_uploader(["backfill", "--output-dir", str(out)], quick).returncode == 0
+    repo = expected_repo(out, "checkpoint-50")
+    hub.add_faults({"action": "damage", "repo": repo, "file": "optimizer.pt", "mode": "drop"})
+    slow = uploader_env(hub.url, TOKEN, UPLOADER_SETTLE_SECONDS="30")
+    first = run_uploader(["verify", "--output-dir", str(out)], slow)
+    assert "no longer holds this version" not in first.stderr, first.stderr[-2000:]
+    assert rows(hub, out)["checkpoint-50"]["state"] == "pending"
+    # Still due: the next pass (here `backfill`; `watch` alike) uploads it again once settled.
+    again = run_uploader(["backfill", "--output-dir", str(out)], quick)
+    assert again.returncode == 0, again.stdout + again.stderr[-2000:]
+    assert_byte_identical(api, repo, sources["checkpoint-50"], tmp_path / "dl")
