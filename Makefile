@@ -1,6 +1,8 @@
 # The README's first commands: `make demo` runs the whole job locally, `make test` the suite.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+# The first Python >= 3.11 on PATH (Ubuntu 24.04 has only python3.12); PYTHON=... overrides it.
+PYTHON_CANDIDATES := python3.11 python3.12 python3.13 python3
+PYTHON ?= $(firstword $(foreach p,$(PYTHON_CANDIDATES),$(shell command -v $(p) >/dev/null 2>&1 && $(p) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo $(p))))
 VENV ?= .venv
 BIN := $(VENV)/bin
 # torch is pinned here, not in pyproject.toml: the trainer image brings its own CUDA build,
@@ -25,6 +27,8 @@ help:
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
+	@test -n "$(PYTHON)" || { echo "error: no Python >= 3.11 found (tried $(PYTHON_CANDIDATES)); install one or pass PYTHON=/path/to/python3.11" >&2; exit 2; }
+	@echo "using $(PYTHON) ($$($(PYTHON) --version 2>&1)) for $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	if ! command -v nvidia-smi >/dev/null 2>&1; then \
