@@ -42,6 +42,7 @@ class LogFormat(enum.StrEnum):
     JSON = "json"
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ALL = ("watch", "backfill", "status", "verify", "best", "cleanup")
 UPLOADING = ("watch", "backfill", "verify", "cleanup")
 
@@ -145,6 +146,14 @@ class UploaderSettings(BaseSettings):
     @classmethod
     def _list(cls, value: Any) -> Any:
         return split_list(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+        return level
 
     @field_validator("endpoint")
     @classmethod

@@ -63,8 +63,10 @@ def _add_field(parser: argparse._ActionsContainer, name: str) -> None:
         parser.add_argument(flag, dest=name, action="append", default=None, metavar="PATTERN",
                             help=help_text + "; repeat it or write a,b")
     else:
+        # Choices shown, not enforced here: the settings model checks them (flag or env alike)
+        # and names the setting in its one-line error.
         choices = helptext.choices_of(name)
-        parser.add_argument(flag, dest=name, default=None, choices=choices,
+        parser.add_argument(flag, dest=name, default=None,
                             type=str.upper if name == "log_level" else None,
                             metavar="{" + ",".join(choices) + "}" if choices else name.upper(),
                             help=help_text)

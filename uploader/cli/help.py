@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic_core import PydanticUndefined
 
-from uploader.settings import UploaderSettings
+from uploader.settings import LOG_LEVELS, UploaderSettings
 
 # One-shot switches of a single command: `--yes`, never `--no-yes`. The other booleans are
 # also `--no-x`, so a flag can override a `UPLOADER_X=true` from the environment or `.env`.
@@ -85,7 +85,7 @@ def choices_of(name: str) -> list[str] | None:
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return [str(member.value) for member in annotation]
     if name == "log_level":
-        return ["DEBUG", "INFO", "WARNING", "ERROR"]
+        return list(LOG_LEVELS)
     return None
 
 
