@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-import httpx2
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, set_client_factory
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import (
     HfHubHTTPError,
     RemoteEntryNotFoundError,
@@ -49,7 +49,8 @@ from uploader.errors import (
     UploaderError,
     XetUnavailableError,
 )
-from uploader.hfcompat import declare_sha256, forget_shard_cache, request_event_hook, xet_switch
+from uploader.hfcompat import declare_sha256, forget_shard_cache, xet_switch
+from uploader.http_client import install_http_client
 from uploader.pacing import Operation, Pacer
 from uploader.retry import (
     NAMESPACE_HINT,
@@ -134,33 +135,6 @@ class RemoteFile:
         return cls(entry.path, int(entry.size), entry.blob_id, None, False)
 
 
-_installed_timeouts: tuple[float, float] | None = None
-_install_lock = threading.Lock()
-
-
-def install_timeouts(connect_timeout: float, read_timeout: float) -> None:
-    """Give huggingface_hub's shared httpx2 client connect/read/write timeouts (process-global).
-
-    Re-installing the same values is a no-op, so every HubClient may call it.
-    """
-    global _installed_timeouts
-    wanted = (connect_timeout, read_timeout)
-    with _install_lock:
-        if _installed_timeouts == wanted:
-            return
-
-        def factory() -> httpx2.Client:
-            # Mirrors huggingface_hub's default factory, plus the timeouts.
-            return httpx2.Client(
-                event_hooks={"request": [request_event_hook]},
-                follow_redirects=True,
-                timeout=httpx2.Timeout(read_timeout, connect=connect_timeout),
-            )
-
-        set_client_factory(factory)
-        _installed_timeouts = wanted
-
-
 class HubClient:
     """Typed, retried Hub operations for one endpoint and one token source."""
 
@@ -192,7 +166,8 @@ class HubClient:
         # None until the first commit asked the endpoint (auto only); then True or False.
         self._xet_served: bool | None = None if config.xet_fallback else config.use_xet
         self._xet_lock = threading.Lock()
-        install_timeouts(config.connect_timeout, config.read_timeout)
+        install_http_client(config.connect_timeout, config.read_timeout,
+                            urlsplit(self.endpoint).hostname or "")
 
     # -- plumbing -------------------------------------------------------------------------
 

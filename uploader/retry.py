@@ -9,8 +9,10 @@ exponential backoff and jitter, a bounded number of times per call, and can be i
 
 A rate limit is neither a failure nor a reason to give up: a 429 that announces a wait within
 `max_rate_limit_wait` is waited out exactly, logged with the time the call resumes, and does not
-use up an attempt, however often it comes. Only a 429 without a wait, or with a longer one
-(then waited for `max_rate_limit_wait`), counts as an attempt like any transient error.
+use up an attempt, however often it comes. A 429 without a wait counts as an attempt like any
+transient error; one announcing a longer wait ends the call at once as rate-limited, and the
+pipeline postpones the checkpoint until the Hub's time (`uploader.http_client` routes the
+library's own retries here, so no inner loop sleeps past the cap either).
 
 Messages are one line and scrubbed of secrets: the configured token (`register_secret`) and
 anything shaped like a Hub token never reach a log line or an exception.
@@ -152,6 +154,12 @@ class RetryPolicy:
             return min(error.wait_seconds, self.max_rate_limit_wait)
         return self.backoff(attempt)
 
+    def beyond_cap(self, error: UploaderError | None) -> bool:
+        """A 429 announcing a wait longer than the cap ends the attempt as rate-limited: the
+        pipeline postpones the checkpoint until then instead of waiting inside a call."""
+        return (isinstance(error, RateLimitedError)
+                and error.wait_seconds > self.max_rate_limit_wait)
+
     def honours(self, error: UploaderError) -> bool:
         """True for a 429 whose announced wait is within the cap: waited out without using up
         an attempt (the Hub said when it will accept the call; retrying then is no failure)."""
@@ -170,6 +178,8 @@ def classify(exc: BaseException, what: str) -> UploaderError:
         return ConfigError(f"{what} failed: HF_HUB_OFFLINE is set",
                            "unset HF_HUB_OFFLINE: the uploader needs the Hub")
     cause = _find_cause(exc)
+    if isinstance(cause, UploaderError):  # classified where it happened (uploader.http_client)
+        return cause
     wrapper = "" if cause is exc else f"{one_line(str(exc), 120)}: "
     xet = classify_xet(cause, what, one_line(str(cause)) or "no details")
     if xet is not None:
@@ -195,7 +205,7 @@ def _find_cause(exc: BaseException) -> BaseException:
     for _ in range(MAX_CAUSE_DEPTH):
         if seen is None:
             break
-        if isinstance(seen, _RECOGNISED):
+        if isinstance(seen, (UploaderError, *_RECOGNISED)):
             return seen
         seen = seen.__cause__ or seen.__context__
     return exc
@@ -214,7 +224,7 @@ def _classify_status(exc: BaseException, what: str, wrapper: str) -> UploaderErr
     if status is None:
         return TransientError(f"{what} failed: {wrapper}{one_line(str(exc))}", TRANSIENT_HINT)
     if status == 429:
-        wait = _announced_wait(response)
+        wait = announced_wait(response)
         text = f"{what} rate-limited by the Hub (HTTP 429)"
         text += f", retry in {wait:g}s" if wait else ", no wait announced"
         return RateLimitedError(f"{text}: {detail}" if detail else text, wait or 0.0,
@@ -260,7 +270,7 @@ def _server_detail(exc: BaseException) -> str:
     return one_line(text) if text else ""
 
 
-def _announced_wait(response: object) -> float | None:
+def announced_wait(response: object) -> float | None:
     """Seconds the Hub asked us to wait: `RateLimit: ...;r=0;t=N` first, then `Retry-After: N`."""
     headers = getattr(response, "headers", None)
     if headers is None:
@@ -360,7 +370,8 @@ class _Run:
     def should_stop(self, state: RetryCallState) -> bool:
         stopping = self.stop is not None and self.stop.is_set()
         counted = state.attempt_number - self.honoured
-        return stopping or counted >= max(1, self.policy.attempts)
+        return (stopping or counted >= max(1, self.policy.attempts)
+                or self.policy.beyond_cap(self.last))
 
     def wait(self, state: RetryCallState) -> float:
         assert self.last is not None

@@ -12,6 +12,7 @@ from shared.run_info import Outcome, finish_run, start_run
 from tests.e2e.conftest import (
     EVERY_MODE,
     TOKEN,
+    Mode,
     assert_byte_identical,
     commit_count,
     expected_repo,
@@ -148,3 +149,23 @@ def test_verify_never_calls_a_settling_local_copy_gone(hub, api, tmp_path):
     again = run_uploader(["backfill", "--output-dir", str(out)], quick)
     assert again.returncode == 0, again.stdout + again.stderr[-2000:]
     assert_byte_identical(api, repo, sources["checkpoint-50"], tmp_path / "dl")
+
+
+@pytest.mark.parametrize(("transfer_mode", "path"), [
+    (Mode.XET, "/preupload/"),  # huggingface_hub's own http_backoff wraps preupload...
+    (Mode.DISABLED, "/info/lfs/objects/batch"),  # ...and the LFS batch call
+], indirect=["transfer_mode"])
+def test_an_announced_wait_beyond_the_cap_is_never_slept_inside_the_library(
+        hub, tmp_path, transfer_mode, path):
+    out = tmp_path / "out"
+    info = start_run(out, base_model="tiny", resume=False)
+    write_checkpoint(out, 50, run_id=info.run_id)
+    finish_run(out, Outcome.COMPLETED)
+    hub.add_faults({"action": "status", "status": 429, "retry_after": 7200, "path": path})
+    started = time.monotonic()
+    result = run_uploader(["backfill", "--output-dir", str(out), "--max-rate-limit-wait", "10"],
+                          uploader_env(hub.url, TOKEN), timeout=120)
+    assert time.monotonic() - started < 60, "slept the announced two hours"
+    assert result.returncode == 1
+    row = rows(hub, out)["checkpoint-50"]
+    assert row["state"] == "pending" and "429" in (row["last_error"] or ""), row

@@ -153,14 +153,15 @@ def test_announced_waits_within_the_cap_do_not_use_up_attempts() -> None:
     assert waits == [5.0, 30.0, 60.0]
 
 
-def test_a_wait_beyond_the_cap_counts_as_an_attempt() -> None:
+def test_a_wait_beyond_the_cap_ends_the_attempt_at_once() -> None:
     policy = RetryPolicy(attempts=2, initial_wait=1.0, max_wait=30.0, jitter=0.0,
                          max_rate_limit_wait=60.0)
     fn = Flaky(*[hub_error(429, headers={"Retry-After": "3600"}) for _ in range(3)])
     waits: list[float] = []
-    with pytest.raises(RateLimitedError):
+    with pytest.raises(RateLimitedError) as caught:
         call_with_retry(policy, "commit", fn, sleep=waits.append)
-    assert waits == [60.0] and fn.calls == 2  # capped, then surfaced for the next round
+    # Surfaced without sleeping: the pipeline postpones the checkpoint for the announced hour.
+    assert waits == [] and fn.calls == 1 and caught.value.wait_seconds == 3600
 
 
 def test_the_rate_limit_log_names_the_resume_time(caplog: pytest.LogCaptureFixture) -> None:

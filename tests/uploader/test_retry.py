@@ -211,8 +211,11 @@ def test_rate_limit_waits_exactly_the_announced_time_capped() -> None:
     fn = Flaky(hub_error(429, headers={"Retry-After": "17"}),
                hub_error(429, headers={"RateLimit": '"api";r=0;t=3600'}))
     waits: list[float] = []
-    assert call_with_retry(policy, "commit", fn, sleep=waits.append) == "ok"
-    assert waits == [17.0, 60.0]
+    # 17 s is waited out; an hour is beyond the cap: the call ends rate-limited, nothing slept.
+    with pytest.raises(RateLimitedError) as caught:
+        call_with_retry(policy, "commit", fn, sleep=waits.append)
+    assert waits == [17.0] and fn.calls == 2
+    assert caught.value.wait_seconds == 3600
 
 
 def test_backoff_doubles_with_bounded_jitter() -> None:
