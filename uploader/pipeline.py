@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import cast
 
@@ -64,6 +65,8 @@ FINISHED = frozenset({State.VERIFIED, State.PRUNED, State.SUPERSEDED, State.DELE
 # re-commit would be a no-op: the client skips files whose remote oid matches, and the storage
 # dedups objects it (wrongly) believes intact.
 RESEND_KEY = "resend:"
+# Versions of one folder saved within the same second that still get distinct repo ids.
+MAX_SAME_SECOND_VERSIONS = 60
 
 
 @dataclass(frozen=True)
@@ -150,17 +153,36 @@ class Pipeline:
                      extra={"folder": version.ref.name, "repo_id": version.origin_repo})
             return
         try:
-            name = make_repo_name(self.config.namespace, self.config.prefix, version.ref.kind,
-                                  version.step, version.timestamp)
+            repo_id = self._unclaimed_repo_id(version)
         except RepoNameError as exc:
             log.error("cannot name a repo for this folder", extra={"folder": version.ref.name,
                                                                    "error": str(exc)})
             return
-        record = self._record(version, name.repo_id, metrics, State.PENDING)
+        record = self._record(version, repo_id, metrics, State.PENDING)
         log.info("checkpoint complete", extra={
             "folder": version.ref.name, "step": version.step, "repo_id": record.repo_id,
             "detected_by": version.detected_by, "bytes": version.total_bytes})
         self._stage(record, version)
+
+    def _unclaimed_repo_id(self, version: FolderVersion) -> str:
+        """The repo id named by the checkpoint's own time; when another version of the folder
+        already owns it (re-saved within the same second), the next free second, so two
+        versions never share, and never mix their bytes in, one repo."""
+        when = version.timestamp
+        for _ in range(MAX_SAME_SECOND_VERSIONS):
+            repo_id = make_repo_name(self.config.namespace, self.config.prefix,
+                                     version.ref.kind, version.step, when).repo_id
+            with self._store_lock:
+                owners = [r for r in self.store.by_repo(repo_id)
+                          if r.version_key != version.version_key]
+            if not owners:
+                return repo_id
+            log.warning("another version of this folder owns that repo id (saved in the same "
+                        "second); naming this one a second later", extra={
+                            "folder": version.ref.name, "repo_id": repo_id})
+            when += timedelta(seconds=1)
+        raise RepoNameError(f"{version.ref.name}: more than {MAX_SAME_SECOND_VERSIONS} versions "
+                            "saved within seconds of each other")
 
     def _record(self, version: FolderVersion, repo_id: str, metrics: dict[str, float],
                 state: State) -> Record:

@@ -6,11 +6,12 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from shared.layout import list_folders
+from shared.layout import FolderRef, Kind, list_folders
 from shared.run_info import start_run
 from tests.support.checkpoints import write_checkpoint
 from uploader.detect import CompletionDetector
@@ -147,5 +148,32 @@ def test_rate_limits_that_announce_no_wait_back_off_further_each_time(
         assert waits == [10, 20, 35, 35]  # doubling from --round-backoff, capped at its max
         devhub.clear_faults()
         assert pipeline.upload(record).state is State.VERIFIED
+    finally:
+        store.close()
+
+
+def test_two_versions_saved_in_the_same_second_get_two_repos(
+        tmp_path: Path, make_hub_client: HubClientFactory) -> None:
+    out = tmp_path / "out"
+    run = start_run(out, base_model="tiny", resume=False)
+    same_second = datetime(2026, 12, 1, 9, 0, 0, 250_000, tzinfo=UTC)
+    store = StateStore.open(out / ".uploader")
+    try:
+        pipeline = Pipeline(
+            PipelineConfig(output_dir=out, namespace=ALICE, prefix="twice", run_id=run.run_id,
+                           source_host="test"),
+            store, CompletionDetector(out, SETTLE_S), Stager(out / ".uploader" / "staging"),
+            make_hub_client())
+        ref = FolderRef(Kind.CHECKPOINT, "checkpoint-50", 50)
+        write_checkpoint(out, 50, run_id=run.run_id, now=same_second)
+        pipeline.observe(ref)
+        # A restarted run without resume re-saves the step in place, within the same second.
+        write_checkpoint(out, 50, run_id=run.run_id, seed=1,
+                         now=same_second.replace(microsecond=900_000))
+        pipeline.observe(ref)
+        first, second = pipeline.records()
+        assert first.version_key != second.version_key
+        assert first.repo_id.endswith("-checkpoint-50-20261201_090000")
+        assert second.repo_id.endswith("-checkpoint-50-20261201_090001")
     finally:
         store.close()
