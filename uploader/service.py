@@ -209,7 +209,8 @@ def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapp
     detector = CompletionDetector(settings.output_dir, settings.settle_seconds,
                                   abandoned_after=settings.abandoned_after,
                                   markers_expected=lambda: run_in_progress(settings))
-    stager = Stager(settings.staging_dir, tuple(DEFAULT_DENYLIST) + tuple(settings.denylist))
+    stager = Stager(settings.staging_dir, tuple(DEFAULT_DENYLIST) + tuple(settings.denylist),
+                    max_held_bytes=settings.max_staged_bytes)
     live = {r.version_key for r in store.all() if r.state not in FINISHED}
     for removed in stager.reconcile(live):
         log.info("removed leftover staging", extra={"key": removed})

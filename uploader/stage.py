@@ -72,9 +72,13 @@ class _Plan:
 
 
 class Stager:
-    def __init__(self, staging_root: Path, denylist: Sequence[str] = DEFAULT_DENYLIST) -> None:
+    def __init__(self, staging_root: Path, denylist: Sequence[str] = DEFAULT_DENYLIST,
+                 max_held_bytes: int = 0) -> None:
         self.root = Path(staging_root)
         self.denylist = tuple(denylist)
+        # --max-staged-bytes: during a long outage every rotated checkpoint stays on disk
+        # through its staged links, so `save_total_limit` no longer bounds disk use. 0: no cap.
+        self.max_held_bytes = max_held_bytes
 
     # -- paths --------------------------------------------------------------------------------
 
@@ -92,6 +96,7 @@ class Stager:
         existing = self.get(key)
         if existing is not None:
             return existing
+        self._check_room(version)
         final, partial = self._content(key), self.root / f"{_checked_key(key)}{PARTIAL_SUFFIX}"
         try:
             staged, plan = self._build(Path(source), version, partial, final)
@@ -112,6 +117,37 @@ class Stager:
                    "skipped": len(staged.skipped), "copied": plan.copying},
         )
         return staged
+
+    def held_bytes(self) -> int:
+        """Bytes that only staging keeps on disk: staged files whose original the trainer has
+        deleted (one link left), and copies."""
+        held = 0
+        if not self.root.is_dir():
+            return held
+        for content in self.root.iterdir():
+            if not content.is_dir() or content.name.endswith(PARTIAL_SUFFIX):
+                continue
+            for dirpath, _dirs, names in os.walk(content):
+                for name in names:
+                    try:
+                        st = os.lstat(os.path.join(dirpath, name))
+                    except OSError:
+                        continue
+                    if st.st_nlink == 1:
+                        held += st.st_size
+        return held
+
+    def _check_room(self, version: FolderVersion) -> None:
+        if not self.max_held_bytes:
+            return
+        held = self.held_bytes()
+        if held >= self.max_held_bytes:
+            raise StagingError(
+                f"staging already holds {held} bytes of checkpoints the trainer deleted "
+                f"(--max-staged-bytes {self.max_held_bytes}): {version.ref.name} is not "
+                "snapshotted yet, so rotation could still delete it",
+                hint="it is snapshotted as soon as uploads free staging; raise "
+                     "--max-staged-bytes or restore the Hub connection")
 
     def _build(self, source: Path, version: FolderVersion, partial: Path, final: Path
                ) -> tuple[StagedFolder, _Plan]:

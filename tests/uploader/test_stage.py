@@ -247,3 +247,17 @@ def test_os_errors_become_staging_errors(out, stager, monkeypatch):
     assert "checkpoint-10" in info.value.message and "No space" in info.value.message
     assert info.value.hint
     assert list(stager.root.iterdir()) == []
+
+
+def test_staging_is_bounded_by_what_rotation_left_it_holding(out):
+    stager = Stager(out / ".uploader" / "staging", max_held_bytes=1)
+    first = stager.stage(make_folder(out, 10), detect(out, "checkpoint-10"))
+    assert stager.held_bytes() == 0  # the trainer's folder still shares every inode
+    make_folder(out, 20)
+    shutil.rmtree(out / "checkpoint-10")  # rotation: now only staging keeps its bytes
+    assert stager.held_bytes() == first.total_bytes
+    with pytest.raises(StagingError, match="--max-staged-bytes") as caught:
+        stager.stage(out / "checkpoint-20", detect(out, "checkpoint-20"))
+    assert "checkpoint-20" in caught.value.message
+    stager.remove(first.key)  # uploaded and verified: its staging goes
+    assert stager.stage(out / "checkpoint-20", detect(out, "checkpoint-20")).files
