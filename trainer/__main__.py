@@ -1,8 +1,9 @@
 """`python -m trainer` / `ckpt-trainer`: parse settings, read the token, run, map the exit code.
 
 Exit codes: 0 completed; 1 failed (an `Error:` line, or a traceback for a bug); 2 invalid
-settings; 3 stopped early by --stop-after-step; 130 Ctrl-C; 143 SIGTERM. In every case but 2
-the run info records the outcome.
+settings, or options this machine cannot honour (before anything is downloaded); 3 stopped early
+by --stop-after-step; 130 Ctrl-C; 143 SIGTERM. In every case but 2 the run info records the
+outcome.
 """
 
 from __future__ import annotations
@@ -34,10 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     # Heavy imports (torch, transformers) only once the settings are known to be usable.
     from trainer.errors import UserError
+    from trainer.preflight import PreflightError
     from trainer.train import Terminated, run
 
     try:
         result = run(settings, hub_token=token)
+    except PreflightError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
     except UserError as exc:
         _error(str(exc), exc.hint)
         return EXIT_FAILED

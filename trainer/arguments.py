@@ -1,15 +1,25 @@
 """`TrainingArguments` from settings. They never carry a Hub token: `training_args.bin`, a pickle
-of them, is saved into every checkpoint and uploaded with it."""
+of them, is saved into every checkpoint and uploaded with it.
+
+The signature keeps `bf16` as a keyword and `fp16` optional: bench/trainer_child.py wraps this
+function as `(settings, *, bf16, run_name)`.
+"""
 
 from __future__ import annotations
 
 import torch
 from transformers import TrainingArguments
 
+from trainer.model import CHECKPOINTING_KWARGS
+from trainer.preflight import resolved_optimizer
 from trainer.settings import TrainerSettings
 
 
-def training_arguments(settings: TrainerSettings, *, bf16: bool, run_name: str) -> TrainingArguments:
+def training_arguments(
+    settings: TrainerSettings, *, bf16: bool, run_name: str, fp16: bool = False
+) -> TrainingArguments:
+    optimizer = resolved_optimizer(settings)
+    extra = {"optim": optimizer} if optimizer is not None else {}
     return TrainingArguments(
         output_dir=str(settings.output_dir),
         per_device_train_batch_size=settings.per_device_train_batch_size,
@@ -27,6 +37,9 @@ def training_arguments(settings: TrainerSettings, *, bf16: bool, run_name: str) 
         eval_strategy="steps",
         eval_steps=settings.eval_steps,
         bf16=bf16,
+        fp16=fp16,
+        activation_checkpointing=settings.gradient_checkpointing,
+        activation_checkpointing_kwargs=CHECKPOINTING_KWARGS,
         seed=settings.seed,
         report_to=["wandb"] if settings.report_to == "wandb" else "none",
         run_name=run_name,
@@ -36,4 +49,5 @@ def training_arguments(settings: TrainerSettings, *, bf16: bool, run_name: str) 
         dataloader_pin_memory=torch.cuda.is_available(),
         push_to_hub=False,
         hub_token=None,
+        **extra,
     )

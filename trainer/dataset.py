@@ -1,130 +1,57 @@
-"""Loading NER records: the instruction format, token/BIO corpora, local files or the Hub.
+"""Where the training data comes from, read into `NerData` (see `trainer.records` for the record
+shapes).
 
-Two JSONL record shapes are accepted, line by line:
+- no --dataset: the synthetic JSONL shipped in trainer/data, read line by line (no `datasets`
+  import, so the demo and the tests stay fast);
+- a data file (with --validation-file): `datasets.load_dataset(<parquet|json|csv|arrow>, ...)`;
+- a local folder: `datasets.load_dataset(folder)`, so any layout it understands works: parquet,
+  JSON, JSONL or CSV files, split names from file or folder names (train, validation, test,
+  ...), configurations from the folder's README.md;
+- a Hub dataset id: its data files and card are downloaded with the run's endpoint and token,
+  then read as a local folder (so --hf-endpoint holds for data too).
 
-- instruction records: `{"text": "...", "entities": [{"text": "...", "type": "..."}, ...]}`
-  (what `trainer.synthetic` writes; extra keys such as offsets are ignored);
-- token/BIO records as in common medical NER corpora: `{"tokens": [...], "ner_tags": [...]}`
-  with string tags (`B-DISEASE`, `I-DISEASE`, `O`; `E-`/`S-` too) or integer tags plus a label
-  list. Tokens are joined with single spaces, so every entity is a substring of the sentence.
+Integer tags take their label names from the dataset's `ClassLabel` feature, or --ner-labels.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from trainer.errors import DatasetError
+from trainer.records import NerData, NerExample, parse_record, tag_column
 from trainer.synthetic import TRAIN_FILENAME, VALIDATION_FILENAME
 
 log = logging.getLogger(__name__)
 
 VALIDATION_NAMES = ("validation", "valid", "val", "dev", "test")
+BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv",
+            ".arrow": "arrow"}
+HUB_ID_RE = re.compile(r"[\w.-]+/[\w.-]+")
+# What a dataset repo's snapshot needs for `load_dataset`: the data files and the card (its
+# YAML names the configurations and their files).
+HUB_PATTERNS = ["README.md", *(f"*{suffix}" for suffix in BUILDERS)]
 
 
 @dataclass(frozen=True)
-class Entity:
-    text: str
-    type: str
+class DataSource:
+    """The --dataset settings."""
 
-
-@dataclass(frozen=True)
-class NerExample:
-    text: str
-    entities: tuple[Entity, ...]
-
-
-@dataclass(frozen=True)
-class DataFiles:
-    train: Path
-    validation: Path
-
-
-@dataclass(frozen=True)
-class NerData:
-    train: list[NerExample]
-    validation: list[NerExample]
-
-    @property
-    def entity_types(self) -> list[str]:
-        return sorted({e.type for ex in self.train for e in ex.entities})
+    dataset: str | None = None
+    config: str | None = None
+    train_split: str = "train"
+    validation_split: str | None = None
+    validation_file: Path | None = None
 
 
 def packaged_data_dir() -> Path:
     return Path(str(resources.files("trainer") / "data"))
-
-
-def _tag_name(tag: object, label_names: Sequence[str] | None, where: str) -> str:
-    if isinstance(tag, str):
-        return tag
-    if isinstance(tag, int) and not isinstance(tag, bool):
-        if not label_names:
-            raise DatasetError(
-                f"{where}: integer ner_tags need the label names; set --ner-labels "
-                "(TRAINER_NER_LABELS), e.g. O,B-Disease,I-Disease"
-            )
-        if not 0 <= tag < len(label_names):
-            raise DatasetError(f"{where}: tag {tag} is outside the {len(label_names)} labels")
-        return label_names[tag]
-    raise DatasetError(f"{where}: a tag must be a string or an integer, not {tag!r}")
-
-
-def from_bio(
-    tokens: Sequence[str], tags: Sequence[object], label_names: Sequence[str] | None = None,
-    where: str = "record",
-) -> NerExample:
-    """Convert one token/BIO record; an I- tag without a matching open entity starts one."""
-    if len(tokens) != len(tags):
-        raise DatasetError(f"{where}: {len(tokens)} tokens but {len(tags)} ner_tags")
-    entities: list[Entity] = []
-    current: list[str] = []
-    current_type: str | None = None
-
-    def close() -> None:
-        nonlocal current, current_type
-        if current_type is not None:
-            entities.append(Entity(" ".join(current), current_type))
-        current, current_type = [], None
-
-    for token, raw in zip(tokens, tags, strict=True):
-        tag = _tag_name(raw, label_names, where)
-        prefix, _, kind = tag.partition("-")
-        prefix, kind = prefix.upper(), kind.upper()
-        if prefix == "O" or not kind:
-            close()
-            continue
-        if prefix in ("B", "S") or kind != current_type:
-            close()
-        current.append(str(token))
-        current_type = kind
-        if prefix in ("E", "S"):
-            close()
-    close()
-    return NerExample(" ".join(str(t) for t in tokens), tuple(entities))
-
-
-def parse_record(
-    record: object, label_names: Sequence[str] | None = None, where: str = "record"
-) -> NerExample:
-    if not isinstance(record, dict):
-        raise DatasetError(f"{where}: expected a JSON object")
-    if "tokens" in record and "ner_tags" in record:
-        return from_bio(record["tokens"], record["ner_tags"], label_names, where)
-    if "text" in record and "entities" in record:
-        try:
-            entities = tuple(Entity(str(e["text"]), str(e["type"]).upper())
-                             for e in record["entities"])
-        except (KeyError, TypeError) as exc:
-            raise DatasetError(f"{where}: each entity needs 'text' and 'type' ({exc})") from None
-        return NerExample(str(record["text"]), entities)
-    raise DatasetError(
-        f"{where}: expected 'text' and 'entities', or 'tokens' and 'ner_tags'; "
-        f"found keys {sorted(record)}"
-    )
 
 
 def load_jsonl(path: Path, label_names: Sequence[str] | None = None) -> list[NerExample]:
@@ -147,75 +74,155 @@ def load_jsonl(path: Path, label_names: Sequence[str] | None = None) -> list[Ner
     return examples
 
 
-def _find(folder: Path, stems: Iterable[str]) -> Path | None:
-    files = sorted(p for p in folder.rglob("*.jsonl")
-                   if ".cache" not in p.relative_to(folder).parts)
-    for stem in stems:
-        for path in files:
-            if path.stem == stem or path.stem.startswith(f"{stem}-") or path.stem.startswith(
-                f"{stem}_"
-            ):
-                return path
-    return None
-
-
-def files_in_folder(folder: Path) -> DataFiles:
-    """The train and validation JSONL files of a folder (also in subfolders, as on the Hub)."""
-    train = _find(folder, ("train",))
-    validation = _find(folder, VALIDATION_NAMES)
-    if train is None or validation is None:
-        raise DatasetError(
-            f"{folder} needs {TRAIN_FILENAME} and {VALIDATION_FILENAME} (or valid/dev/test) "
-            "JSONL files"
-        )
-    return DataFiles(train, validation)
-
-
 def download_hub_dataset(
     repo_id: str, *, token: str | None, endpoint: str, cache_dir: Path | None = None
 ) -> Path:
-    """Fetch the JSONL files of a Hub dataset repo; the only network access of data loading."""
+    """Fetch a Hub dataset repo's data files and card; the only network access of loading."""
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=endpoint, token=token)
     log.info("downloading dataset", extra={"repo_id": repo_id})
-    return Path(api.snapshot_download(repo_id, repo_type="dataset", cache_dir=cache_dir,
-                                      allow_patterns=["*.jsonl", "**/*.jsonl"]))
+    try:
+        return Path(api.snapshot_download(repo_id, repo_type="dataset", cache_dir=cache_dir,
+                                          allow_patterns=HUB_PATTERNS))
+    except Exception as exc:
+        raise DatasetError(f"--dataset {repo_id}: cannot download it from {endpoint}: "
+                           f"{_first_line(exc)}",
+                           hint="check the id, and HF_TOKEN for a private or gated "
+                           "dataset") from None
 
 
-def resolve_files(
-    dataset: str | None, validation_file: Path | None, *, token: str | None, endpoint: str,
-    cache_dir: Path | None = None,
-) -> DataFiles:
-    """The train and validation files: packaged, a local folder or file, or a Hub dataset id
-    (downloaded into `cache_dir`, default the Hugging Face cache)."""
-    if dataset is None:
-        return files_in_folder(packaged_data_dir())
-    path = Path(dataset)
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _builder(path: Path) -> str:
+    builder = BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise DatasetError(f"--dataset {path}: unknown file type; use one of "
+                           f"{', '.join(sorted(BUILDERS))}")
+    return builder
+
+
+def _read(source: DataSource, cache_dir: Path | None, path: str, **kwargs: Any) -> Any:
+    import datasets
+
+    try:
+        return datasets.load_dataset(path, cache_dir=str(cache_dir) if cache_dir else None,
+                                     **kwargs)
+    except Exception as exc:
+        raise DatasetError(f"--dataset {source.dataset}: cannot read it: {_first_line(exc)}",
+                           hint="a folder or file of parquet, JSON, JSONL or CSV; "
+                           "--dataset-config for a dataset with several configurations") from None
+
+
+def _load_splits(source: DataSource, folder: str | None, cache_dir: Path | None) -> Any:
+    """A DatasetDict: the folder's splits, or the data file and --validation-file (each read
+    with the builder its suffix names, so the two may differ in format)."""
+    import datasets
+
+    if folder is not None:
+        loaded = _read(source, cache_dir, folder, name=source.config)
+        if not isinstance(loaded, datasets.DatasetDict):
+            raise DatasetError(f"--dataset {source.dataset}: expected named splits")
+        return loaded
+    assert source.dataset is not None and source.validation_file is not None
+    files = {source.train_split: Path(source.dataset),
+             source.validation_split or VALIDATION_NAMES[0]: source.validation_file}
+    return datasets.DatasetDict({
+        split: _read(source, cache_dir, _builder(path), data_files=str(path), split="train")
+        for split, path in files.items()})
+
+
+def _pick(splits: Any, source: DataSource) -> tuple[str, str]:
+    names = list(splits)
+    if source.train_split not in names:
+        raise DatasetError(f"--train-split {source.train_split}: no such split in "
+                           f"{source.dataset} (it has {', '.join(names)})")
+    if source.validation_split is not None:
+        if source.validation_split not in names:
+            raise DatasetError(f"--validation-split {source.validation_split}: no such split "
+                               f"in {source.dataset} (it has {', '.join(names)})")
+        return source.train_split, source.validation_split
+    for name in VALIDATION_NAMES:
+        if name in names and name != source.train_split:
+            return source.train_split, name
+    raise DatasetError(f"{source.dataset} has no validation split (it has {', '.join(names)})",
+                       hint="--validation-split NAME, or --validation-file for a single file")
+
+
+def class_label_names(features: Any) -> list[str] | None:
+    """The label names of the tag column's `ClassLabel`, if the dataset declares one."""
+    from datasets import ClassLabel
+
+    column = tag_column(list(features))
+    feature = getattr(features[column], "feature", None) if column else None
+    return list(feature.names) if isinstance(feature, ClassLabel) else None
+
+
+def _examples(split: Any, name: str, label_names: Sequence[str] | None,
+              limit: int | None) -> list[NerExample]:
+    if limit is not None:
+        split = split.select(range(min(limit, len(split))))
+    if len(split) == 0:
+        raise DatasetError(f"split {name} holds no records")
+    names = label_names or class_label_names(split.features)
+    return [parse_record(row, names, f"{name}[{index}]") for index, row in enumerate(split)]
+
+
+def _folder(source: DataSource, *, token: str | None, endpoint: str,
+            cache_dir: Path | None) -> str | None:
+    """The folder to read (downloaded first for a Hub id), or None for a single data file."""
+    assert source.dataset is not None
+    path = Path(source.dataset)
     if path.is_dir():
-        return files_in_folder(path)
+        return str(path)
     if path.is_file():
-        if validation_file is None:
+        _builder(path)
+        if source.validation_file is None:
             raise DatasetError(
-                f"--dataset {dataset} is a single file; set --validation-file "
-                "(TRAINER_VALIDATION_FILE) or pass a folder with train and validation JSONL"
-            )
-        return DataFiles(path, validation_file)
-    if path.suffix == ".jsonl" or dataset.count("/") != 1:
-        raise DatasetError(f"--dataset {dataset}: no such file or folder, and not a Hub id")
-    return files_in_folder(download_hub_dataset(dataset, token=token, endpoint=endpoint,
-                                                cache_dir=cache_dir))
+                f"--dataset {path} is a single file; set --validation-file "
+                "(TRAINER_VALIDATION_FILE) or pass a folder with train and validation files")
+        return None
+    if path.suffix.lower() in BUILDERS or not HUB_ID_RE.fullmatch(source.dataset):
+        raise DatasetError(f"--dataset {source.dataset}: no such file or folder, and not a Hub "
+                           "dataset id (owner/name)")
+    return str(download_hub_dataset(source.dataset, token=token, endpoint=endpoint,
+                                    cache_dir=cache_dir))
+
+
+def load_packaged(*, max_train: int | None = None, max_validation: int | None = None) -> NerData:
+    folder = packaged_data_dir()
+    return NerData(load_jsonl(folder / TRAIN_FILENAME)[:max_train],
+                   load_jsonl(folder / VALIDATION_FILENAME)[:max_validation])
 
 
 def load_data(
-    files: DataFiles,
+    source: DataSource,
     label_names: Sequence[str] | None = None,
     *,
+    token: str | None = None,
+    endpoint: str = "https://huggingface.co",
+    cache_dir: Path | None = None,
     max_train: int | None = None,
     max_validation: int | None = None,
 ) -> NerData:
-    train = load_jsonl(files.train, label_names)[:max_train]
-    validation = load_jsonl(files.validation, label_names)[:max_validation]
-    log.info("dataset loaded", extra={"train": len(train), "validation": len(validation),
-                                      "train_file": str(files.train)})
-    return NerData(train, validation)
+    """Train and validation examples from the source (downloading a Hub dataset first).
+
+    `cache_dir` holds the Hub download and `datasets`' Arrow cache (default: the HF cache).
+    """
+    if source.dataset is None:
+        data = load_packaged(max_train=max_train, max_validation=max_validation)
+    else:
+        folder = _folder(source, token=token, endpoint=endpoint, cache_dir=cache_dir)
+        splits = _load_splits(source, folder, cache_dir)
+        train_name, validation_name = _pick(splits, source)
+        data = NerData(_examples(splits[train_name], train_name, label_names, max_train),
+                       _examples(splits[validation_name], validation_name, label_names,
+                                 max_validation))
+    log.info("dataset loaded", extra={"train": len(data.train),
+                                      "validation": len(data.validation),
+                                      "dataset": source.dataset or "packaged",
+                                      "entity_types": data.entity_types})
+    return data

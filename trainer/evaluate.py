@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.fsutil import atomic_write_json
-from trainer.dataset import Entity
+from trainer.records import Entity
 
 log = logging.getLogger(__name__)
 

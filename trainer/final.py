@@ -19,9 +19,9 @@ from typing import Any
 
 from shared.layout import FINAL_DIRNAME
 from shared.markers import build_marker, remove_marker, write_marker
-from trainer.dataset import NerExample
 from trainer.evaluate import F1Results, score, write_results
 from trainer.generate import generate_answers
+from trainer.records import NerExample
 
 log = logging.getLogger(__name__)
 

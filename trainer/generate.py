@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from trainer.dataset import NerExample
 from trainer.prompts import render_prompt
+from trainer.records import NerExample
 
 log = logging.getLogger(__name__)
 

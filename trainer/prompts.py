@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from trainer.dataset import Entity, NerExample
+from trainer.records import Entity, NerExample
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,17 @@ class PadCollator:
             "labels": torch.tensor(labels, dtype=torch.long),
             "attention_mask": torch.tensor(mask, dtype=torch.long),
         }
+
+
+def collator(pad_token_id: int, *, packing: bool) -> Any:
+    """Right padding, or with packing one padding-free row per batch: position ids restart for
+    each example, so attention (sdpa, eager, flash-attention) never crosses examples, and the
+    first label of each example is -100 (it already is: the prompt is masked)."""
+    if not packing:
+        return PadCollator(pad_token_id)
+    from transformers import DataCollatorWithFlattening
+
+    return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
 
 
 def tokenizer_corpus(examples: Sequence[NerExample], entity_types: Sequence[str]) -> list[str]:

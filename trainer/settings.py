@@ -18,6 +18,8 @@ from shared import env
 from shared.naming import DEFAULT_PREFIX, RepoNameError, validate_part, validate_prefix
 
 TINY_MODEL = "tiny"
+# PEFT's own keyword for every linear layer except the output head; passed as this string.
+ALL_LINEAR = "all-linear"
 DEFAULT_BASE_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
 DEFAULT_OUTPUT_DIR = Path("./llama3-medical-ner-lora")
 DEFAULT_WANDB_PROJECT = "llama3-medical-ner"
@@ -51,15 +53,23 @@ class TrainerSettings(BaseSettings):
     )
     dataset: str | None = Field(
         None,
-        description="folder with train.jsonl and validation.jsonl, a JSONL file, or a Hub "
-        "dataset id; default: the synthetic dataset shipped in trainer/data",
+        description="a Hub dataset id, a local folder or a data file (parquet, JSON, JSONL, CSV: "
+        "whatever datasets.load_dataset reads) of token/BIO records (tokens + ner_tags) or "
+        "instruction records (text + entities); default: the synthetic dataset in trainer/data",
+    )
+    dataset_config: str | None = Field(
+        None, description="the dataset's configuration (subset) name, where it has several"
+    )
+    train_split: str = Field("train", description="split to train on")
+    validation_split: str | None = Field(
+        None, description="split to evaluate on (default: validation, valid, val, dev or test)"
     )
     validation_file: Path | None = Field(
-        None, description="validation JSONL when --dataset names a single file"
+        None, description="validation data file when --dataset names a single file"
     )
     ner_labels: Annotated[list[str] | None, NoDecode] = Field(
         None,
-        description="label names for BIO data with integer tags, in id order "
+        description="label names for integer ner_tags without a ClassLabel feature, in id order "
         "(comma-separated, e.g. O,B-Disease,I-Disease)",
     )
     output_dir: Path = Field(DEFAULT_OUTPUT_DIR, description="where checkpoints are written")
@@ -90,9 +100,39 @@ class TrainerSettings(BaseSettings):
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     lora_target_modules: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["q_proj", "v_proj"], description="comma-separated module names"
+        default_factory=lambda: ["q_proj", "v_proj"],
+        description=f"comma-separated module names, or {ALL_LINEAR} (every linear layer but the "
+        "output head)",
     )
-    bf16: Literal["auto"] | bool = Field("auto", description="auto: bf16 when a GPU supports it")
+
+    load_in_4bit: bool = Field(
+        False,
+        description="QLoRA: load the base model in 4 bits (bitsandbytes NF4, double "
+        "quantisation, bf16 compute where supported); needs a CUDA GPU and bitsandbytes",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, ~30% slower"
+    )
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="weights and mixed precision; auto: bf16 on a GPU that supports it natively, "
+        "else fp16 on a GPU, fp32 on CPU",
+    )
+    attn_implementation: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
+        "auto",
+        description="attention kernel; auto: the model's default (sdpa); flash_attention_2 needs "
+        "the flash-attn package, a CUDA GPU and bf16 or fp16",
+    )
+    optim: str = Field(
+        "auto",
+        description="a transformers optimizer name (e.g. adamw_torch, paged_adamw_8bit); auto: "
+        "paged_adamw_8bit with --load-in-4bit, else the transformers default",
+    )
+    packing: bool = Field(
+        False,
+        description="concatenate each batch into one padding-free row (position ids restart per "
+        "example; best with flash_attention_2)",
+    )
     cpu_threads: int | None = Field(None, ge=1, description="torch threads on CPU")
 
     f1_max_samples: int | None = Field(
@@ -156,9 +196,18 @@ class TrainerSettings(BaseSettings):
     def _check_combinations(self) -> TrainerSettings:
         if not self.lora_target_modules:
             raise ValueError("lora_target_modules must name at least one module")
+        if ALL_LINEAR in self.lora_target_modules and len(self.lora_target_modules) > 1:
+            raise ValueError(f"lora_target_modules: {ALL_LINEAR} stands alone, without other names")
         if self.validation_file is not None and self.dataset is None:
-            raise ValueError("validation_file needs dataset (the training JSONL) as well")
+            raise ValueError("validation_file needs dataset (the training data file) as well")
         return self
+
+    @property
+    def lora_targets(self) -> str | list[str]:
+        """What PEFT's `target_modules` expects: the string `all-linear`, or a list of names."""
+        if self.lora_target_modules == [ALL_LINEAR]:
+            return ALL_LINEAR
+        return list(self.lora_target_modules)
 
     @property
     def is_tiny(self) -> bool:

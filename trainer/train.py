@@ -29,7 +29,18 @@ from trainer.errors import ResumeError
 from trainer.evaluate import F1Results
 from trainer.final import F1Request, finalize
 from trainer.hub_restore import HubClient
-from trainer.model import LoraSpec, add_lora, bf16_supported, load_base_model, load_tokenizer
+from trainer.machine import Machine, detect
+from trainer.model import (
+    LoadSpec,
+    LoraSpec,
+    add_lora,
+    load_base_model,
+    load_tokenizer,
+    prepare_for_training,
+)
+from trainer.precision import Precision
+from trainer.preflight import check
+from trainer.records import NerData
 from trainer.resume import HubAccess, ResumePoint, resolve_resume
 from trainer.settings import TrainerSettings
 from trainer.tiny import ensure_tiny_model
@@ -108,15 +119,21 @@ def run(
     hub_token: str | None = None,
     callbacks: Sequence[TrainerCallback] = (),
     hub_client_factory: Callable[[HubAccess], HubClient] | None = None,
+    machine: Machine | None = None,
 ) -> RunResult:
-    """Train once; the run info's outcome is written whatever happens after it was started."""
+    """Train once; the run info's outcome is written whatever happens after it was started.
+
+    Options this machine cannot honour raise `PreflightError` first, before anything is
+    recorded or downloaded.
+    """
+    precision = check(settings, machine or detect())
     state = _process_state()
     with sigterm_raises():
         with state.main_process_first():
             info = record_start(settings, state.is_main_process)
         outcome = Outcome.FAILED
         try:
-            result = _train(settings, info, hub_token, callbacks, hub_client_factory)
+            result = _train(settings, info, precision, hub_token, callbacks, hub_client_factory)
             outcome = result.outcome
             return result
         finally:
@@ -126,17 +143,17 @@ def run(
 
 
 def _train(
-    settings: TrainerSettings, info: RunInfo, hub_token: str | None,
+    settings: TrainerSettings, info: RunInfo, precision: Precision, hub_token: str | None,
     callbacks: Sequence[TrainerCallback], hub_client_factory: Callable[..., HubClient] | None,
 ) -> RunResult:
     if settings.cpu_threads:
         torch.set_num_threads(settings.cpu_threads)
     state = _process_state()
     data = dataset.load_data(
-        dataset.resolve_files(settings.dataset, settings.validation_file, token=hub_token,
-                              endpoint=settings.hf_endpoint),
-        settings.ner_labels, max_train=settings.max_train_samples,
-        max_validation=settings.max_eval_samples,
+        dataset.DataSource(settings.dataset, settings.dataset_config, settings.train_split,
+                           settings.validation_split, settings.validation_file),
+        settings.ner_labels, token=hub_token, endpoint=settings.hf_endpoint,
+        max_train=settings.max_train_samples, max_validation=settings.max_eval_samples,
     )
     resume_point: ResumePoint | None = None
     with state.main_process_first():  # rank 0 restores and builds; the others then find it
@@ -149,7 +166,7 @@ def _train(
         if settings.is_tiny:
             source = ensure_tiny_model(settings.output_dir,
                                        prompts.tokenizer_corpus(data.train, data.entity_types))
-    trainer = _build_trainer(settings, info, source, data, hub_token, callbacks)
+    trainer = _build_trainer(settings, info, source, data, precision, hub_token, callbacks)
     wandb_run = None
     if settings.report_to == "wandb" and state.is_main_process:
         wandb_run = start_wandb(info, settings.model_dump(mode="json"))
@@ -162,25 +179,43 @@ def _train(
         finish_wandb(wandb_run, failed)
 
 
+def lora_spec(settings: TrainerSettings) -> LoraSpec:
+    targets = settings.lora_targets
+    return LoraSpec(settings.lora_r, settings.lora_alpha, settings.lora_dropout,
+                    targets if isinstance(targets, str) else tuple(targets))
+
+
+def build_model(
+    settings: TrainerSettings, source: str | Path, precision: Precision, hub_token: str | None
+) -> Any:
+    """Base model (as --dtype, --load-in-4bit, --attn-implementation say), prepared, + LoRA."""
+    set_seed(settings.seed)  # LoRA's initial weights must not depend on what ran before
+    load = LoadSpec(precision, settings.load_in_4bit, settings.attn_implementation)
+    model = prepare_for_training(load_base_model(source, token=hub_token, spec=load),
+                                 load_in_4bit=settings.load_in_4bit,
+                                 gradient_checkpointing=settings.gradient_checkpointing,
+                                 packing=settings.packing)
+    return add_lora(model, lora_spec(settings))
+
+
 def _build_trainer(
-    settings: TrainerSettings, info: RunInfo, source: str | Path, data: dataset.NerData,
-    hub_token: str | None, callbacks: Sequence[TrainerCallback],
+    settings: TrainerSettings, info: RunInfo, source: str | Path, data: NerData,
+    precision: Precision, hub_token: str | None, callbacks: Sequence[TrainerCallback],
 ) -> Trainer:
     """Tokenizer, base model + LoRA, encoded datasets and the callbacks, in one `Trainer`."""
-    bf16 = bf16_supported() if settings.bf16 == "auto" else settings.bf16
-    set_seed(settings.seed)  # LoRA's initial weights must not depend on what ran before
     tokenizer = load_tokenizer(source, token=hub_token)
-    lora = LoraSpec(settings.lora_r, settings.lora_alpha, settings.lora_dropout,
-                    tuple(settings.lora_target_modules))
-    model = add_lora(load_base_model(source, token=hub_token, bf16=bf16), lora)
+    model = build_model(settings, source, precision, hub_token)
     types, length = data.entity_types, settings.max_seq_length
     stop = [StopAfterStepCallback(settings.stop_after_step)] if settings.stop_after_step else []
+    # fp16 only when set: bench/trainer_child.py wraps training_arguments without it.
+    fp16 = {"fp16": True} if precision is Precision.FP16 else {}
     return Trainer(
         model=model,
-        args=training_arguments(settings, bf16=bf16, run_name=f"train-{info.run_id[:8]}"),
+        args=training_arguments(settings, bf16=precision is Precision.BF16,
+                                run_name=f"train-{info.run_id[:8]}", **fp16),
         train_dataset=prompts.encode_dataset(tokenizer, data.train, types, length),
         eval_dataset=prompts.encode_dataset(tokenizer, data.validation, types, length),
-        data_collator=prompts.PadCollator(tokenizer.pad_token_id),
+        data_collator=prompts.collator(tokenizer.pad_token_id, packing=settings.packing),
         processing_class=tokenizer,
         callbacks=[CompletionMarkerCallback(settings.output_dir, info.run_id), *stop,
                    *callbacks],
@@ -193,7 +228,7 @@ def _last_eval_loss(trainer: Trainer) -> float | None:
 
 
 def _train_and_finish(
-    trainer: Trainer, settings: TrainerSettings, info: RunInfo, data: dataset.NerData,
+    trainer: Trainer, settings: TrainerSettings, info: RunInfo, data: NerData,
     resume_point: ResumePoint | None, wandb_run: Any,
 ) -> RunResult:
     """Train; then, if the schedule ran to its end, the final adapter, F1 and final marker."""

@@ -39,8 +39,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from trainer import dataset, prompts
     from trainer.tiny import ensure_tiny_model
 
-    data = dataset.load_data(dataset.files_in_folder(dataset.packaged_data_dir()),
-                             max_train=SMALL["max_train_samples"])
+    data = dataset.load_packaged(max_train=SMALL["max_train_samples"])
     corpus = prompts.tokenizer_corpus(data.train, data.entity_types)
     return ensure_tiny_model(tmp_path_factory.mktemp("tiny"), corpus)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.dataset import Entity
 from trainer.evaluate import parse_answer, score, write_results
+from trainer.records import Entity
 
 GOLD = [
     (Entity("asthma", "DISEASE"), Entity("albuterol", "DRUG")),

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from trainer.dataset import Entity, NerExample
 from trainer.prompts import (
     IGNORE_INDEX,
     PadCollator,
@@ -17,6 +16,7 @@ from trainer.prompts import (
     encode_example,
     render_prompt,
 )
+from trainer.records import Entity, NerExample
 
 TYPES = ["DISEASE", "DRUG"]
 EXAMPLE = NerExample("Known asthma, managed with albuterol.",

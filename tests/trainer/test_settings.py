@@ -22,7 +22,10 @@ def test_defaults_are_the_seed_numbers() -> None:
     assert (s.per_device_train_batch_size, s.gradient_accumulation_steps) == (4, 4)
     assert (s.num_train_epochs, s.save_steps, s.eval_steps) == (3, 50, 50)
     assert s.save_total_limit is None
-    assert s.bf16 == "auto" and s.resume is None and s.report_to == "none"
+    assert s.dtype == "auto" and s.resume is None and s.report_to == "none"
+    assert not s.load_in_4bit and not s.gradient_checkpointing and not s.packing
+    assert (s.attn_implementation, s.optim) == ("auto", "auto")
+    assert (s.train_split, s.validation_split, s.dataset_config) == ("train", None, None)
     assert s.hub_repo_prefix == "llama3-medical-ner" and s.hub_namespace is None
 
 
@@ -30,13 +33,16 @@ def test_env_vars_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRAINER_BASE_MODEL", "tiny")
     monkeypatch.setenv("TRAINER_SAVE_TOTAL_LIMIT", "3")
     monkeypatch.setenv("TRAINER_LORA_TARGET_MODULES", "q_proj,k_proj,v_proj")
-    monkeypatch.setenv("TRAINER_BF16", "false")
+    monkeypatch.setenv("TRAINER_DTYPE", "fp32")
+    monkeypatch.setenv("TRAINER_GRADIENT_CHECKPOINTING", "true")
+    monkeypatch.setenv("TRAINER_DATASET_CONFIG", "bc5cdr")
     monkeypatch.setenv("HUB_NAMESPACE", "alice")
     monkeypatch.setenv("HUB_REPO_PREFIX", "demo")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1")
     monkeypatch.setenv("WANDB_PROJECT", "proj")
     s = parse_settings(["--save-total-limit", "2", "--resume", "hub", "--report-to", "wandb"])
-    assert s.is_tiny and s.bf16 is False
+    assert s.is_tiny and s.dtype == "fp32" and s.gradient_checkpointing
+    assert s.dataset_config == "bc5cdr"
     assert s.save_total_limit == 2  # the flag wins over TRAINER_SAVE_TOTAL_LIMIT
     assert s.lora_target_modules == ["q_proj", "k_proj", "v_proj"]
     assert (s.hub_namespace, s.hub_repo_prefix, s.hf_endpoint) == (
@@ -51,6 +57,8 @@ def test_env_vars_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--resume", "yesterday"], {}, "--resume (TRAINER_RESUME)"),
         ([], {"HUB_NAMESPACE": "no spaces"}, "--hub-namespace (HUB_NAMESPACE)"),
         (["--lora-r", "0"], {}, "--lora-r (TRAINER_LORA_R)"),
+        (["--dtype", "int8"], {}, "--dtype (TRAINER_DTYPE)"),
+        (["--attn-implementation", "flash"], {}, "--attn-implementation (TRAINER_ATTN_IMPLEMENTATION)"),
         (["--no-such-flag", "1"], {}, "unrecognized arguments"),
     ],
 )
