@@ -9,6 +9,9 @@ one shard upload; `--transfer lfs` runs against an LFS-only devhub (`--no-xet`),
 uploader falls back to LFS by itself, and resets LFS PUTs mid-body.
 Phase 2 (rotation): `save_total_limit=2` in the trainer while the uploader runs (no kills: no
 sidecar can upload a folder deleted while it was down).
+Phase 3 (integrity, `bench.chaos_integrity`): staging impossible for a few seconds, and one
+checkpoint rewritten in place while the uploader works on it; every folder must still reach the
+Hub byte-identical and no verified copy may hold other bytes than those hashed.
 
 A witness thread hashes every checkpoint the moment its completion marker appears (before
 rotation or pruning can delete it) and, when a folder disappears in phase 1 - only the uploader
@@ -41,6 +44,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench import chaos_integrity as integrity  # noqa: E402
+from bench.chaos_integrity import IntegrityResult  # noqa: E402
 from devhub.testing import DevHub  # noqa: E402
 from devhub.xet import STORAGE_PREFIX  # noqa: E402
 from shared.layout import classify, markers_dir  # noqa: E402
@@ -186,13 +191,15 @@ class Report:
     premature: int = 0
     trainer_errors: int = 0
     upload_requests: int = 0  # xorb POSTs (xet) or LFS PUTs (lfs) that devhub answered 2xx
+    integrity: IntegrityResult | None = None
     wall: float = 0.0
 
     @property
     def ok(self) -> bool:
         return (self.duplicates == 0 and self.lost == 0 and self.premature == 0
                 and self.trainer_errors == 0 and self.identical == self.expected > 0
-                and self.upload_requests > 0)
+                and self.upload_requests > 0
+                and self.integrity is not None and self.integrity.ok)
 
     def table(self) -> str:
         rows = [(f"faults injected: {kind}", str(n)) for kind, n in sorted(self.faults.items())]
@@ -209,10 +216,27 @@ class Report:
             ("trainer errors (must be 0)", str(self.trainer_errors)),
             (f"{'xorb uploads' if self.transfer == 'xet' else 'LFS uploads'} accepted",
              str(self.upload_requests)),
+            *self._integrity_rows(),
             ("wall time (s)", f"{self.wall:.0f}"),
             ("result", "PASS" if self.ok else "FAIL"),
         ]
         width = max(len(k) for k, _ in rows)
+        return self._render(rows, width)
+
+    def _integrity_rows(self) -> list[tuple[str, str]]:
+        i = self.integrity
+        if i is None:
+            return [("phase 3 (integrity)", "not run")]
+        return [
+            ("phase 3: staging impossible for (s)", f"{i.staging_blocked_s:.1f}"),
+            ("phase 3: checkpoints rewritten in place", str(i.rewrites)),
+            ("phase 3: folders byte-identical on the Hub", f"{i.identical} of {i.folders}"),
+            ("phase 3: folders lost (must be 0)", str(i.lost)),
+            ("phase 3: verified copies with other bytes (must be 0)", str(i.damaged_verified)),
+            ("phase 3: uploader exit code (must be 0)", str(i.uploader_exit)),
+        ]
+
+    def _render(self, rows: list[tuple[str, str]], width: int) -> str:
         lines = [f"chaos campaign, seed {self.seed}, transfer {self.transfer}",
                  f"{'measure':<{width}}  value",
                  f"{'-' * width}  -----"]
@@ -230,10 +254,10 @@ class Campaign:
         self.report = Report(seed, transfer)
         self.logs: list[Path] = []
 
-    def env(self, hub: DevHub) -> dict[str, str]:
+    def env(self, hub: DevHub, token: str = TOKEN) -> dict[str, str]:
         from tests.support.processes import uploader_env
 
-        return uploader_env(hub.url, TOKEN, **UPLOADER_SETTINGS,
+        return uploader_env(hub.url, token, **UPLOADER_SETTINGS,
                             WANDB_MODE="disabled", TRAINER_REPORT_TO="none")
 
     def trainer(self, hub: DevHub, out: Path, *extra: str) -> subprocess.Popen:
@@ -303,14 +327,19 @@ class Campaign:
 
     def run(self) -> Report:
         started = time.monotonic()
-        with DevHub(self.work / "hub", users={USER: TOKEN}, seed=self.report.seed,
-                    xet=self.transfer == "xet") as hub:
+        with DevHub(self.work / "hub", users={USER: TOKEN, integrity.USER: integrity.TOKEN},
+                    seed=self.report.seed, xet=self.transfer == "xet") as hub:
             hub.add_faults(fault_rules(self.rng, self.transfer))
             seen = [self.phase_crashes(hub, self.work / "phase1"),
                     self.phase_rotation(hub, self.work / "phase2")]
+            self.report.integrity = integrity.run_phase(
+                hub, self.work / "phase3", self.env(hub, integrity.TOKEN), self.rng,
+                self.work / "uploader-phase3.log")
             self._count_faults(hub)
             hub.clear_faults()
             self._judge(hub, seen)
+            integrity.judge(hub, self.work / "phase3", self.env(hub, integrity.TOKEN),
+                            self.report.integrity)
         self.report.retries = sum(p.read_text(errors="replace").count("retrying ")
                                   for p in self.logs)
         self.report.upload_requests = self._uploads(self.work / "hub" / "requests.jsonl")

@@ -23,3 +23,7 @@ def test_fixed_seed_campaign_loses_nothing(tmp_path, monkeypatch):
     assert report.restarts == 6 and report.devhub_restarts == 2
     assert sum(report.faults.values()) > 0
     assert report.transfer == "xet" and report.upload_requests > 0  # the production path
+    integrity = report.integrity  # phase 3: staging failure and an in-place rewrite
+    assert integrity is not None and integrity.rewrites == 1
+    assert integrity.lost == 0 and integrity.damaged_verified == 0
+    assert integrity.identical == integrity.folders > 0 and integrity.uploader_exit == 0
