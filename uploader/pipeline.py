@@ -453,7 +453,8 @@ class Pipeline:
             raw = self.store.meta_get(EXPECTED_KEY + record.version_key)
         if raw is None:
             return None
-        return [ExpectedFile(str(p), FileDigest(int(n), str(sha), str(sha1)))
+        return [ExpectedFile(str(p), FileDigest(int(n), str(sha),
+                                                None if sha1 is None else str(sha1)))
                 for p, n, sha, sha1 in json.loads(raw)]
 
     def recheck(self, record: Record, expected: list[ExpectedFile]) -> str | None:

@@ -43,7 +43,8 @@ def read_back(hub: HubClient, repo_id: str, revision: str, wanted: Sequence[Want
         if (digest.size, digest.sha256) != (want.size, want.sha256):
             problems.append(f"{want.path}: downloaded bytes have sha256 "
                             f"{digest.sha256[:SHORT_HASH]}, {want.sha256[:SHORT_HASH]} expected")
-        elif want.git_sha1 is not None and want.git_sha1 != digest.git_sha1:
+        elif want.git_sha1 is not None and digest.git_sha1 is not None \
+                and want.git_sha1 != digest.git_sha1:
             problems.append(f"{want.path}: git sha1 {want.git_sha1[:SHORT_HASH]} on the Hub, "
                             f"{digest.git_sha1[:SHORT_HASH]} for its bytes")
     return problems

@@ -2,7 +2,7 @@
 
 Sizes always; the content sha256 for LFS files and the git blob sha1 for regular files, which is
 what the Hub reports for each. Both hashes come from the one read `shared.hashing.digest_file`
-made before the upload, so no byte is read twice.
+made before the upload, so no byte is read twice (files the Hub always stores as LFS get no sha1).
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ def compare(expected: Sequence[LocalFile], remote: Mapping[str, RemoteFile]) -> 
         elif found.is_lfs:
             if found.sha256 != digest.sha256:
                 problems.append(_hash_problem(path, "sha256", found.sha256, digest.sha256))
+        elif digest.git_sha1 is None:
+            problems.append(f"{path}: stored as a regular file; a file of {digest.size} bytes "
+                            "is always LFS on the Hub")
         elif found.git_sha1 != digest.git_sha1:
             problems.append(_hash_problem(path, "git sha1", found.git_sha1, digest.git_sha1))
     return problems
