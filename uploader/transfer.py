@@ -30,6 +30,9 @@ XET_CACHE_DIRNAME = "xet"
 # hf_xet's defaults are sized for servers (a 16 GB shard cache, 250 MB of logs).
 SHARD_CACHE_LIMIT_BYTES = 256 * 1024 * 1024
 LOG_DIR_LIMIT_BYTES = 16 * 1024 * 1024
+# Concurrent file reads per upload thread (`--concurrency`), and the most in all (hf_xet's own).
+FILES_PER_UPLOAD = 2
+MAX_FILE_INGESTION = 8
 # The first retry of a storage request comes soon; later ones back off inside hf_xet.
 XET_RETRY_BASE_DELAY_S = 1.0
 # huggingface_hub's reading of a boolean variable (constants._is_true).
@@ -82,8 +85,8 @@ def _ms(seconds: float) -> str:
 
 
 def xet_environment(*, state_dir: Path, connect_timeout: float, read_timeout: float,
-                    retry_attempts: int, retry_max_wait: float,
-                    environ: Mapping[str, str]) -> dict[str, str]:
+                    retry_attempts: int, retry_max_wait: float, environ: Mapping[str, str],
+                    concurrency: int = 1) -> dict[str, str]:
     """The `HF_XET_*` variables to add to the uploader's environment (the user's own win)."""
     wanted = {
         HF_XET_CACHE: str(state_dir / XET_CACHE_DIRNAME),
@@ -94,6 +97,10 @@ def xet_environment(*, state_dir: Path, connect_timeout: float, read_timeout: fl
         "HF_XET_CLIENT_RETRY_MAX_ATTEMPTS": str(retry_attempts),
         "HF_XET_CLIENT_RETRY_BASE_DELAY": _ms(min(XET_RETRY_BASE_DELAY_S, retry_max_wait)),
         "HF_XET_CLIENT_RETRY_MAX_DURATION": _ms(retry_max_wait * retry_attempts),
+        # Files read and chunked at once, each with its own buffers: a checkpoint's few large
+        # files per upload thread, not hf_xet's server-sized default.
+        "HF_XET_DATA_MAX_CONCURRENT_FILE_INGESTION": str(
+            min(MAX_FILE_INGESTION, FILES_PER_UPLOAD * concurrency)),
     }
     if env_true(environ.get(HF_HUB_DISABLE_TELEMETRY)):
         wanted["HF_XET_TELEMETRY_ENABLED"] = "false"

@@ -46,7 +46,7 @@ def test_without_hf_xet_auto_is_lfs_and_xet_is_refused(monkeypatch: pytest.Monke
 
 def _env(environ: dict[str, str], tmp_path: Path) -> dict[str, str]:
     return xet_environment(state_dir=tmp_path / "state", connect_timeout=5, read_timeout=10,
-                           retry_attempts=3, retry_max_wait=0.5, environ=environ)
+                           retry_attempts=3, retry_max_wait=0.5, environ=environ, concurrency=2)
 
 
 def test_xet_cache_goes_under_the_state_dir_unless_the_user_chose(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_hf_xet_reads_the_values_we_derive(tmp_path: Path) -> None:
     probe = ("import json, hf_xet; c = hf_xet.XetConfig(); keys = ['client.connect_timeout', "
              "'client.read_timeout', 'client.retry_max_attempts', 'client.retry_base_delay', "
              "'client.retry_max_duration', 'shard.cache_size_limit', 'log.dir_max_size', "
-             "'telemetry.enabled']; print(json.dumps({k: str(c.get(k)) for k in keys}))")
+             "'telemetry.enabled', 'data.max_concurrent_file_ingestion']; print(json.dumps({k: str(c.get(k)) for k in keys}))")
     out = subprocess.run([sys.executable, "-c", probe], env=env | {"PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True, check=True, timeout=60).stdout
     seen = json.loads(out.strip().splitlines()[-1])
@@ -74,4 +74,5 @@ def test_hf_xet_reads_the_values_we_derive(tmp_path: Path) -> None:
         "shard.cache_size_limit": str(256 * 1024 * 1024),
         "log.dir_max_size": str(16 * 1024 * 1024),
         "telemetry.enabled": "False",
+        "data.max_concurrent_file_ingestion": "4",
     }

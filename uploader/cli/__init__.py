@@ -142,7 +142,8 @@ def configure_xet(settings: UploaderSettings) -> None:
     os.environ.update(xet_environment(
         state_dir=settings.resolved_state_dir, connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout, retry_attempts=settings.retry_attempts,
-        retry_max_wait=settings.retry_max_wait, environ=os.environ))
+        retry_max_wait=settings.retry_max_wait, concurrency=settings.concurrency,
+        environ=os.environ))
 
 
 def _json_wanted(args: argparse.Namespace) -> bool:
