@@ -34,6 +34,9 @@ TRANSFER_ENV: dict[str, str] = {}
 def uploader_env(endpoint: str, token: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("UPLOADER_", "HF_", "HUB_", "WANDB_"))}
+    # The test session's own HF_HOME (tests/conftest.py): never the developer's saved login.
+    if "HF_HOME" in os.environ:
+        env["HF_HOME"] = os.environ["HF_HOME"]
     env |= {"HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_UPDATE_CHECK": "1",
             "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
