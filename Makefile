@@ -16,7 +16,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help venv test lint demo bench docs clean fidelity
+.PHONY: help venv test lint demo bench docs clean fidelity containers
 
 help:
 	@echo "make demo   devhub + tiny trainer on CPU + uploader, then list the uploaded repos"
@@ -47,6 +47,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Both images and the compose setup on a private Docker engine (tests/containers; installs
+# docker.io and debootstrap when missing, skips only where no engine can start).
+containers: $(STAMP)
+	CKPT_CONTAINERS=1 CKPT_CONTAINERS_TORCH="$(CPU_TORCH)" nice -n 5 \
+		$(BIN)/python -m pytest tests/containers -p no:cacheprovider -s -rA
 
 # huggingface_hub's own tests (its PyPI sdist, fetched at run time) against devhub, LFS and Xet.
 fidelity: $(STAMP)
