@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 
 # Before huggingface_hub is imported anywhere in this process: it reads these at import time.
-os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -43,9 +42,10 @@ TOKEN = "hf_bench_write_token_for_devhub_only"
 SAMPLE_INTERVAL_S = 0.05  # RSS sampling period: short enough to catch a hashing buffer's peak
 POLL_S = 0.02
 STOP_TIMEOUT_S = 30.0
-# The uploader's own settings are left at their production defaults, except the transfer:
-# devhub speaks plain LFS, not Xet.
-UPLOADER_BASE_SETTINGS = {"UPLOADER_TRANSFER": "lfs"}
+# The uploader's own settings are left at their production defaults (the transfer too: auto).
+UPLOADER_BASE_SETTINGS: dict[str, str] = {}
+# "xet": what production takes (devhub serves Xet); "lfs": the user's HF_HUB_DISABLE_XET=1.
+TRANSFERS = ("xet", "lfs")
 
 
 # -- the machine and the numbers ---------------------------------------------------------------
@@ -145,13 +145,16 @@ def devhub(data_dir: Path, faults: list[dict[str, Any]] | None = None) -> DevHub
     return DevHub(data_dir, users={USER: TOKEN}, faults=faults)
 
 
-def client_env(endpoint: str, home: Path, **extra: str) -> dict[str, str]:
+def client_env(endpoint: str, home: Path, transfer: str = "xet", **extra: str) -> dict[str, str]:
     """Environment for a Hub client process: this devhub, its token, nothing inherited that
-    would point it elsewhere, W&B off unless `extra` turns it on."""
+    would point it elsewhere, W&B off unless `extra` turns it on. `transfer` "lfs" sets the
+    ecosystem's switch (HF_HUB_DISABLE_XET=1), so both sides of a comparison move bytes alike."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HF_", "HUB_", "UPLOADER_", "TRAINER_", "WANDB_"))}
+    if transfer == "lfs":
+        env["HF_HUB_DISABLE_XET"] = "1"
     env |= {"HF_ENDPOINT": endpoint, "HF_TOKEN": TOKEN, "HF_HOME": str(home),
-            "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_DISABLE_UPDATE_CHECK": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
             "WANDB_MODE": "disabled", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false",
             "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
@@ -160,8 +163,9 @@ def client_env(endpoint: str, home: Path, **extra: str) -> dict[str, str]:
     return env | extra
 
 
-def uploader_env(endpoint: str, home: Path, **extra: str) -> dict[str, str]:
-    return client_env(endpoint, home, **UPLOADER_BASE_SETTINGS, **extra)
+def uploader_env(endpoint: str, home: Path, transfer: str = "xet", **extra: str
+                 ) -> dict[str, str]:
+    return client_env(endpoint, home, transfer, **UPLOADER_BASE_SETTINGS, **extra)
 
 
 class LoggedProcess:

@@ -25,8 +25,9 @@ EXPECTED = {
         "| variant | train s | x (a) | on Hub | drain s | sidecar CPU s | devhub CPU s | target | "
         "met |", 4),
     "Upload efficiency": (
-        "| size MiB | sidecar MiB/s | bare MiB/s | ratio | sha256 MiB/s | sidecar/sha256 | "
-        "bare/sha256 | uploader RSS MiB | bare RSS MiB | target | met |", 2),
+        "| transfer | size MiB | sidecar MiB/s | bare MiB/s | ratio | sha256 MiB/s | "
+        "uploader RSS MiB | bare RSS MiB | sidecar CPU s/GiB | bare CPU s/GiB | target | met |",
+        4),  # two sizes in each transfer (xet, lfs)
     "Scale": ("| metric | value | baseline | ratio | target | met |", 4),
 }
 
