@@ -105,7 +105,8 @@ def readme_run_commands_work(report: dict[str, Any]) -> str | None:
         return problem
     status, backfill = report["status"], report["backfill_after"]
     lines = [line.lstrip("* ").split() for line in status["table"].splitlines()]
-    shown = {(int(w[0]), w[1], w[2]) for w in lines if len(w) > 2 and w[0].isdigit()}
+    shown = {(int(w[0]), w[1], w[2]) for w in lines
+             if len(w) > 2 and w[0].isdigit() and w[1] in ("checkpoint", "final")}
     rows = {(r["step"], r["kind"], r["state"]) for r in status["rows"]}
     if status["exit_code"] != 0 or shown != rows:
         return (f"docker compose run --rm uploader status exited {status['exit_code']}, "
