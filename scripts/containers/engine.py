@@ -77,6 +77,8 @@ def run(cmd: Sequence[str | os.PathLike[str]], *, check: bool = True, timeout: f
 
 def ensure_host_packages() -> None:
     """Install Debian's docker.io and debootstrap when missing (as root, with apt-get)."""
+    if os.geteuid() != 0:
+        raise EngineUnavailable("not root: dockerd and debootstrap need root here")
     missing = sorted({pkg for cmd, pkg in HOST_PACKAGES.items() if shutil.which(cmd) is None})
     if not missing:
         return
@@ -290,6 +292,8 @@ class Engine:
 def start_engine(run_dir: Path, cache: Path) -> Engine:
     """The first storage driver whose dockerd starts; EngineUnavailable if none does."""
     ensure_host_packages()
+    if os.geteuid() != 0:
+        raise EngineUnavailable("dockerd needs root here (a rootless engine is not set up)")
     compose = ensure_compose(cache)
     forced = os.environ.get("CKPT_CONTAINERS_STORAGE_DRIVER")
     errors = []

@@ -43,6 +43,7 @@ from scripts.containers.engine import (
     CACHE_DIR,
     CommandFailed,
     Engine,
+    EngineUnavailable,
     cache_lock,
     log,
     run,
@@ -550,6 +551,8 @@ class Scenario:
 
 def run_all(cache: Path = CACHE_DIR, keep: bool = False) -> dict[str, Any]:
     """Engine, bases, images and the scenario; EngineUnavailable when no engine can start."""
+    if os.geteuid() != 0:
+        raise EngineUnavailable("not root: dockerd and debootstrap need root here")
     with cache_lock(cache):
         run_dir = Path(tempfile.mkdtemp(prefix="ckpt-containers-", dir="/tmp"))
         log(f"run dir {run_dir} (logs, report.json), cache {cache}")
