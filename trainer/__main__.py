@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from shared.env import TokenError, read_token
+from shared.env import TokenError, apply_dotenv, read_token
 from trainer.logs import configure_logging
 from trainer.settings import SettingsInputError, parse_settings
 
@@ -26,6 +26,8 @@ def _error(message: str, hint: str | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `.env` means the same here as for the uploader: TRAINER_*, HF_*, WANDB_* not already set.
+    apply_dotenv()
     try:
         settings = parse_settings(sys.argv[1:] if argv is None else argv)
         token = read_token(os.environ)
