@@ -244,3 +244,12 @@ def test_yaml_has_no_duplicate_keys() -> None:
 
     Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     assert yaml.load(df.COMPOSE.read_text(), Loader=Strict)  # Strict is a SafeLoader
+
+
+
+def test_the_trainers_wandb_runs_land_on_the_checkpoints_volume() -> None:
+    # Offline runs must outlive the container, to be `wandb sync`ed later.
+    trainer = df.service("trainer")
+    wandb_dir = df.environment(trainer).get("WANDB_DIR")
+    assert wandb_dir is not None and df.mounts(trainer).get(wandb_dir) == "checkpoints", (
+        wandb_dir, df.mounts(trainer))

@@ -313,3 +313,10 @@ def test_readme_names_the_files_and_the_sequence() -> None:
     for words in ("terminationGracePeriodSeconds", "UPLOADER_DRAIN_GRACE", "emptyDir",
                   "backfill", "NODE_RANK", "kubectl create secret"):
         assert words in text, f"README.md does not explain {words}"
+
+
+def test_the_trainers_wandb_runs_land_on_the_checkpoints_volume_in_k8s() -> None:
+    trainer = container(pod(TRAINING), "trainer")
+    wandb_dir = {e["name"]: e.get("value") for e in trainer["env"]}.get("WANDB_DIR")
+    mounts = {m["mountPath"]: m["name"] for m in trainer["volumeMounts"]}
+    assert wandb_dir is not None and mounts.get(wandb_dir) == "checkpoints", (wandb_dir, mounts)
