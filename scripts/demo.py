@@ -2,7 +2,8 @@
 
 devhub (a local Hub) on loopback, then the trainer (tiny model, CPU, the seed's numbers: 9
 checkpoints + the final adapter) and `uploader watch --exit-when-done` as two separate processes
-sharing the output dir. It ends by printing the uploaded repos and where the offline W&B runs are.
+sharing the output dir. It prints the uploaded repos and where the offline W&B runs are, and ends
+by naming the best checkpoint's repo and its eval_loss.
 
     python scripts/demo.py [--work-dir demo-output] [--max-steps N]
 """
@@ -97,6 +98,10 @@ def report(rows: list[dict], work: Path, out: Path) -> None:
     print(f"offline W&B runs: trainer in {work / 'wandb'}, uploader in {out / '.uploader' / 'wandb'}")
     print("  (upload them later with `wandb sync <run dir>`)")
     print(f"logs: {work / 'trainer.log'}, {work / 'uploader.log'}")
+    best = next((row for row in rows if row["best"]), None)
+    if best is not None:
+        print(f"best checkpoint by eval_loss: {best['repo_id']} (step {best['step']}, "
+              f"eval_loss {best['eval_loss']:.4f})")
 
 
 if __name__ == "__main__":

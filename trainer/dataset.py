@@ -97,6 +97,15 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _datasets() -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise DatasetError("--dataset needs the datasets package, which is not installed",
+                           hint="pip install 'checkpoint-sidecar[trainer]' (or datasets)") from None
+    return datasets
+
+
 def _builder(path: Path) -> str:
     builder = BUILDERS.get(path.suffix.lower())
     if builder is None:
@@ -106,8 +115,7 @@ def _builder(path: Path) -> str:
 
 
 def _read(source: DataSource, cache_dir: Path | None, path: str, **kwargs: Any) -> Any:
-    import datasets
-
+    datasets = _datasets()
     try:
         return datasets.load_dataset(path, cache_dir=str(cache_dir) if cache_dir else None,
                                      **kwargs)
@@ -120,7 +128,7 @@ def _read(source: DataSource, cache_dir: Path | None, path: str, **kwargs: Any) 
 def _load_splits(source: DataSource, folder: str | None, cache_dir: Path | None) -> Any:
     """A DatasetDict: the folder's splits, or the data file and --validation-file (each read
     with the builder its suffix names, so the two may differ in format)."""
-    import datasets
+    datasets = _datasets()
 
     if folder is not None:
         loaded = _read(source, cache_dir, folder, name=source.config)

@@ -48,8 +48,8 @@ class TrainerSettings(BaseSettings):
 
     base_model: str = Field(
         DEFAULT_BASE_MODEL,
-        description=f"Hub model id or local folder; '{TINY_MODEL}' builds a tiny random Llama "
-        "(with a tokenizer trained on the data) and downloads nothing",
+        description=f"Hub model id or local folder; '{TINY_MODEL}': the shipped tiny Llama "
+        "(pretrained on the shipped synthetic data, for CPU demos and tests), downloads nothing",
     )
     dataset: str | None = Field(
         None,

@@ -1,9 +1,10 @@
-"""The tiny base model: a random-initialised Llama plus a BPE tokenizer trained on the data.
+"""The tiny Llama: its shape, a BPE tokenizer trained on the data, a seeded random init.
 
-It is written as an ordinary local model folder and then loaded through the same
-`from_pretrained` path as a real base model, so the demo and the tests download nothing and
-exercise the real code. Both halves are deterministic (seeded init, deterministic BPE training),
-so a resumed run rebuilds exactly the base model it started with.
+`trainer.tiny_base` pretrains it on the shipped corpus and ships the result (what
+`--base-model tiny` loads); `ensure_tiny_model` builds a random one for any corpus, written as an
+ordinary local model folder loaded through the same `from_pretrained` path as a real base model
+(the tests use it: fast, and nothing is downloaded). Both halves are deterministic (seeded init,
+deterministic BPE training), so the same inputs always give the same files.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from trainer.records import NerData
 from trainer.resume import HubAccess, ResumePoint, resolve_resume
 from trainer.settings import TrainerSettings
 from trainer.tiny import ensure_tiny_model
+from trainer.tiny_base import tiny_base_folder
 from trainer.tracking import finish_wandb, log_metrics, start_wandb
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,7 @@ def _train(
                                         "origin_repo": resume_point.origin_repo})
         source: str | Path = settings.base_model
         if settings.is_tiny:
-            source = ensure_tiny_model(settings.output_dir,
-                                       prompts.tokenizer_corpus(data.train, data.entity_types))
+            source = _tiny_source(settings, data)
     trainer = _build_trainer(settings, info, source, data, precision, hub_token, callbacks)
     wandb_run = None
     if settings.report_to == "wandb" and state.is_main_process:
@@ -196,6 +196,18 @@ def build_model(
                                  gradient_checkpointing=settings.gradient_checkpointing,
                                  packing=settings.packing)
     return add_lora(model, lora_spec(settings))
+
+
+def _tiny_source(settings: TrainerSettings, data: NerData) -> Path:
+    """The shipped pretrained tiny base; an install without it (its package data missing) falls
+    back to a random tiny base built in the output dir, which runs everything but learns little."""
+    shipped = tiny_base_folder()
+    if shipped is not None:
+        return shipped
+    log.warning("the shipped tiny base is not installed; using a random tiny base, whose "
+                "adapter will not learn the task (reinstall with trainer/data/tiny-base)")
+    return ensure_tiny_model(settings.output_dir,
+                             prompts.tokenizer_corpus(data.train, data.entity_types))
 
 
 def _build_trainer(
