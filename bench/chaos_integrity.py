@@ -94,22 +94,26 @@ def judge(hub: DevHub, out: Path, env: dict[str, str], result: IntegrityResult) 
     from tests.support.checkpoints import folder_bytes
 
     api = HfApi(endpoint=hub.url, token=TOKEN)
-    present = {m.id for m in api.list_models(author=USER)}
+    present = sorted(m.id for m in api.list_models(author=USER))
     for ref in list_folders(out):
         marker = read_marker(out, ref.name)
         if marker is None:
             continue
         result.folders += 1
-        repo = make_repo_name(USER, PREFIX, ref.kind, marker.step, marker.written_datetime)
-        if repo.repo_id not in present:
-            result.lost += 1
-            continue
-        local = folder_bytes(ref.path(out))
-        remote_dir = Path(snapshot_download(repo.repo_id, endpoint=hub.url, token=TOKEN,
-                                            local_dir=out.parent / "integrity-dl" / ref.name))
-        remote = folder_bytes(remote_dir)
-        if all(remote.get(p) == data for p, data in local.items() if p != "README.md"):
-            result.identical += 1
+        # The marker's second names the repo, or the next free one when an earlier version
+        # of the folder took it (a re-save within the same second): look at this step's repos.
+        named = make_repo_name(USER, PREFIX, ref.kind, marker.step, marker.written_datetime)
+        stem = named.repo_id.rsplit("-", 1)[0] + "-"
+        candidates = [r for r in present if r.startswith(stem)]
+        local = {p: data for p, data in folder_bytes(ref.path(out)).items() if p != "README.md"}
+        found = False
+        for n, repo_id in enumerate(candidates):
+            remote = folder_bytes(Path(snapshot_download(
+                repo_id, endpoint=hub.url, token=TOKEN,
+                local_dir=out.parent / "integrity-dl" / f"{ref.name}-{n}")))
+            found = found or all(remote.get(p) == data for p, data in local.items())
+        result.identical += found
+        result.lost += not found
     deep = subprocess.run([sys.executable, "-m", "uploader", "verify", "--deep", "--output-dir",
                            str(out), "--log-format", "json"], env=env, capture_output=True,
                           text=True, timeout=EXIT_TIMEOUT_S)
