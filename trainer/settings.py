@@ -133,7 +133,9 @@ class TrainerSettings(BaseSettings):
         description="concatenate each batch into one padding-free row (position ids restart per "
         "example; best with flash_attention_2)",
     )
-    cpu_threads: int | None = Field(None, ge=1, description="torch threads on CPU")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch threads on CPU (default: 1 for the tiny model, else torch's)"
+    )
 
     f1_max_samples: int | None = Field(
         None, ge=1, description="validation records for the final F1 (default: all)"

@@ -225,3 +225,12 @@ def test_packing_gives_the_padded_loss(small_settings: Callable[..., TrainerSett
         alone = peft_model(**padded).logits[1, : lengths[1]]
         torch.testing.assert_close(peft_model(**packed).logits[0, second], alone)
     assert (crossed - alone).abs().max() > 1e-3
+
+
+def test_cpu_threads_default_to_one_for_the_tiny_model() -> None:
+    from trainer.train import TINY_CPU_THREADS, cpu_threads
+
+    assert cpu_threads(settings(base_model="tiny"), cuda=False) == TINY_CPU_THREADS == 1
+    assert cpu_threads(settings(base_model="tiny", cpu_threads=2), cuda=False) == 2
+    assert cpu_threads(settings(), cuda=False) is None  # torch's default for a real model
+    assert cpu_threads(settings(base_model="tiny"), cuda=True) is None
