@@ -221,3 +221,28 @@ def test_hub_dataset_in_parquet_with_a_config(tmp_path: Path) -> None:
                       cache_dir=tmp_path / "cache")
     assert data.train[0].entities[0] == Entity("Naloxone", "CHEMICAL")
     assert data.validation[0].entities[1] == Entity("cardiac asystole", "DISEASE")
+
+
+def test_a_run_trains_on_a_parquet_corpus(
+    tmp_path: Path, small_settings, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    # --dataset/--train-split/--validation-split reach the loader; the run trains on BC5CDR.
+    from trainer import dataset as dataset_module
+    from trainer.machine import Machine
+    from trainer.train import run
+
+    folder = write_parquet(tmp_path / "bc5cdr", {"train": BC5CDR_TRAIN * 4,
+                                                 "dev": BC5CDR_VALIDATION}, BC5CDR_LABELS)
+    seen: list[DataSource] = []
+    real = dataset_module.load_data
+
+    def recording(source: DataSource, *args: object, **kwargs: object) -> object:
+        seen.append(source)
+        return real(source, *args, **{**kwargs, "cache_dir": tmp_path / "cache"})
+
+    monkeypatch.setattr(dataset_module, "load_data", recording)
+    result = run(small_settings(dataset=str(folder), validation_split="dev", max_steps=2,
+                                save_steps=2, eval_steps=2, f1_max_samples=1),
+                 machine=Machine(cuda=False))
+    assert seen == [DataSource(str(folder), None, "train", "dev", None)]
+    assert result.global_step == 2 and result.f1 is not None and result.f1.samples == 1
