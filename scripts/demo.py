@@ -95,7 +95,7 @@ def report(rows: list[dict], work: Path, out: Path) -> None:
               f"{loss:>9}  {row['repo_id']}\n{'':37}{row['url']}")
     print("* best by eval_loss")
     print()
-    print(f"offline W&B runs: trainer in {work / 'wandb'}, uploader in {out / '.uploader' / 'wandb'}")
+    print(f"offline W&B runs (WANDB_DIR): the trainer's and the uploader's in {work / 'wandb'}")
     print("  (upload them later with `wandb sync <run dir>`)")
     print(f"logs: {work / 'trainer.log'}, {work / 'uploader.log'}")
     best = next((row for row in rows if row["best"]), None)

@@ -60,8 +60,9 @@ def test_checkpoints_are_uploaded_while_training_runs(demo):
 
 
 def test_uploader_wandb_run_has_each_step_url_and_reference(demo):
-    _result, _work, out, rows = demo
-    runs = [r for r in read_runs(out / ".uploader") if r.job_type == "upload"]
+    _result, work, _out, rows = demo
+    # The demo sets WANDB_DIR to its work dir: the uploader's run is there, as W&B defines it.
+    runs = [r for r in read_runs(work) if r.job_type == "upload"]
     assert len({r.run_id for r in runs}) == 1
     history = [h for run in runs for h in run.history if "checkpoint_url" in h]
     logged = {(h["checkpoint_step"], h["checkpoint_url"]) for h in history}
