@@ -245,7 +245,19 @@ class Scenario:
         return None
 
     def pause(self) -> None:
-        self.c("pause", "trainer")
+        """`docker compose pause trainer`, retried: the cgroup freezer can fail to freeze a
+        process that is in the middle of disk I/O (runc: "unable to freeze")."""
+        for attempt in range(20):
+            result = self.c("pause", "trainer", check=False)
+            if result.returncode == 0:
+                return
+            state = self.service_state("trainer")
+            if state is not None and state["status"] == "paused":
+                return
+            if state is None or state["status"] != "running":
+                break
+            time.sleep(0.5 + attempt * 0.1)
+        raise ScenarioError(f"cannot pause the trainer: {(result.stdout + result.stderr)[-500:]}")
 
     def unpause(self) -> None:
         self.c("unpause", "trainer")
