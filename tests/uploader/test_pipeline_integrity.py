@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shared.layout import FolderRef, Kind, list_folders
-from shared.run_info import start_run
+from shared.run_info import read_run_info, start_run
 from tests.support.checkpoints import write_checkpoint
 from uploader.detect import CompletionDetector
 from uploader.hub import HubClient, LocalFile
@@ -42,22 +43,32 @@ class RewritingHub(HubClient):
         return sha
 
 
+def build(out: Path, hub: HubClient, request: pytest.FixtureRequest, *,
+          clock: Callable[[], float] = time.time, **config: object) -> Pipeline:
+    """A pipeline over `out` (whose run info must exist) with a state closed after the test."""
+    store = StateStore.open(out / ".uploader", clock=clock)
+    request.addfinalizer(store.close)
+    run_id = read_run_info(out).run_id
+    settings = PipelineConfig(output_dir=out, namespace=ALICE,
+                              prefix=f"integrity-{uuid.uuid4().hex[:8]}", run_id=run_id,
+                              source_host="test", **config)  # type: ignore[arg-type]
+    return Pipeline(settings, store, CompletionDetector(out, SETTLE_S),
+                    Stager(out / ".uploader" / "staging"), hub, clock=clock)
+
+
+def one_checkpoint(out: Path) -> None:
+    run = start_run(out, base_model="tiny", resume=False)
+    write_checkpoint(out, 50, run_id=run.run_id)
+
+
 @pytest.fixture(params=[True, False], ids=["xet", "lfs"])
 def pipeline(tmp_path: Path, make_hub_client: HubClientFactory, request) -> Pipeline:
     out = tmp_path / "out"
-    run = start_run(out, base_model="tiny", resume=False)
-    write_checkpoint(out, 50, run_id=run.run_id)
-    state_dir = out / ".uploader"
-    store = StateStore.open(state_dir)
-    request.addfinalizer(store.close)
+    one_checkpoint(out)
     base = make_hub_client()
     hub = RewritingHub(replace(base.config, use_xet=request.param, xet_fallback=False),
                        base.policy)
-    config = PipelineConfig(output_dir=out, namespace=ALICE,
-                            prefix=f"integrity-{uuid.uuid4().hex[:8]}",
-                            run_id=run.run_id, source_host="test")
-    return Pipeline(config, store, CompletionDetector(out, SETTLE_S),
-                    Stager(state_dir / "staging"), hub)
+    return build(out, hub, request)
 
 
 def test_a_file_rewritten_in_place_during_the_upload_is_never_verified(
@@ -93,87 +104,61 @@ class SilentRewriteHub(HubClient):
 
 
 def test_bytes_that_do_not_match_their_hash_are_rehashed_and_uploaded_again(
-        tmp_path: Path, make_hub_client: HubClientFactory) -> None:
+        tmp_path: Path, make_hub_client: HubClientFactory, request) -> None:
     # devhub hashes LFS uploads, as a plain LFS server can: it answers 400 "does not match".
     out = tmp_path / "out"
-    run = start_run(out, base_model="tiny", resume=False)
-    write_checkpoint(out, 50, run_id=run.run_id)
-    store = StateStore.open(out / ".uploader")
-    try:
-        base = make_hub_client()
-        hub = SilentRewriteHub(replace(base.config, use_xet=False, xet_fallback=False),
-                               base.policy)
-        pipeline = Pipeline(
-            PipelineConfig(output_dir=out, namespace=ALICE, prefix=f"mismatch-{uuid.uuid4().hex[:8]}",
-                           run_id=run.run_id, source_host="test"),
-            store, CompletionDetector(out, SETTLE_S), Stager(out / ".uploader" / "staging"), hub)
-        (ref,) = [r for r in list_folders(out) if r.name == "checkpoint-50"]
-        pipeline.observe(ref)
-        (record,) = pipeline.records()
-        staged = pipeline.stager.get(record.version_key)
-        assert staged is not None
-        hub.target = staged.path / "optimizer.pt"
-        first = pipeline.upload(record)
-        assert first.state is State.PENDING and not first.permanent, first
-        assert "does not match" in (first.last_error or "")
-        second = pipeline.upload(first)
-        assert second.state is State.VERIFIED, second
-    finally:
-        store.close()
+    one_checkpoint(out)
+    base = make_hub_client()
+    hub = SilentRewriteHub(replace(base.config, use_xet=False, xet_fallback=False), base.policy)
+    pipeline = build(out, hub, request)
+    (ref,) = [r for r in list_folders(out) if r.name == "checkpoint-50"]
+    pipeline.observe(ref)
+    (record,) = pipeline.records()
+    staged = pipeline.stager.get(record.version_key)
+    assert staged is not None
+    hub.target = staged.path / "optimizer.pt"
+    first = pipeline.upload(record)
+    assert first.state is State.PENDING and not first.permanent, first
+    assert "does not match" in (first.last_error or "")
+    second = pipeline.upload(first)
+    assert second.state is State.VERIFIED, second
 
 
 def test_rate_limits_that_announce_no_wait_back_off_further_each_time(
-        tmp_path: Path, devhub, make_hub_client: HubClientFactory) -> None:
+        tmp_path: Path, devhub, make_hub_client: HubClientFactory, request) -> None:
     out = tmp_path / "out"
-    run = start_run(out, base_model="tiny", resume=False)
-    write_checkpoint(out, 50, run_id=run.run_id)
+    one_checkpoint(out)
     now = [1_000_000.0]
-    store = StateStore.open(out / ".uploader", clock=lambda: now[0])
-    try:
-        pipeline = Pipeline(
-            PipelineConfig(output_dir=out, namespace=ALICE, prefix=f"ratelimit-{uuid.uuid4().hex[:8]}",
-                           run_id=run.run_id, source_host="test", round_backoff=10,
-                           round_backoff_max=35),
-            store, CompletionDetector(out, SETTLE_S), Stager(out / ".uploader" / "staging"),
-            make_hub_client(), clock=lambda: now[0])
-        (ref,) = [r for r in list_folders(out) if r.name == "checkpoint-50"]
-        pipeline.observe(ref)
-        (record,) = pipeline.records()
-        devhub.add_faults({"action": "status", "status": 429, "path": "/commit/"})
-        waits = []
-        for _ in range(4):
-            record = pipeline.upload(record)
-            assert record.state is State.PENDING and not record.permanent
-            waits.append(record.next_attempt_at - now[0])
-        assert waits == [10, 20, 35, 35]  # doubling from --round-backoff, capped at its max
-        devhub.clear_faults()
-        assert pipeline.upload(record).state is State.VERIFIED
-    finally:
-        store.close()
+    pipeline = build(out, make_hub_client(), request, clock=lambda: now[0], round_backoff=10,
+                     round_backoff_max=35)
+    (ref,) = [r for r in list_folders(out) if r.name == "checkpoint-50"]
+    pipeline.observe(ref)
+    (record,) = pipeline.records()
+    devhub.add_faults({"action": "status", "status": 429, "path": "/commit/"})
+    waits = []
+    for _ in range(4):
+        record = pipeline.upload(record)
+        assert record.state is State.PENDING and not record.permanent
+        waits.append(record.next_attempt_at - now[0])
+    assert waits == [10, 20, 35, 35]  # doubling from --round-backoff, capped at its max
+    devhub.clear_faults()
+    assert pipeline.upload(record).state is State.VERIFIED
 
 
 def test_two_versions_saved_in_the_same_second_get_two_repos(
-        tmp_path: Path, make_hub_client: HubClientFactory) -> None:
+        tmp_path: Path, make_hub_client: HubClientFactory, request) -> None:
     out = tmp_path / "out"
     run = start_run(out, base_model="tiny", resume=False)
     same_second = datetime(2026, 12, 1, 9, 0, 0, 250_000, tzinfo=UTC)
-    store = StateStore.open(out / ".uploader")
-    try:
-        pipeline = Pipeline(
-            PipelineConfig(output_dir=out, namespace=ALICE, prefix="twice", run_id=run.run_id,
-                           source_host="test"),
-            store, CompletionDetector(out, SETTLE_S), Stager(out / ".uploader" / "staging"),
-            make_hub_client())
-        ref = FolderRef(Kind.CHECKPOINT, "checkpoint-50", 50)
-        write_checkpoint(out, 50, run_id=run.run_id, now=same_second)
-        pipeline.observe(ref)
-        # A restarted run without resume re-saves the step in place, within the same second.
-        write_checkpoint(out, 50, run_id=run.run_id, seed=1,
-                         now=same_second.replace(microsecond=900_000))
-        pipeline.observe(ref)
-        first, second = pipeline.records()
-        assert first.version_key != second.version_key
-        assert first.repo_id.endswith("-checkpoint-50-20261201_090000")
-        assert second.repo_id.endswith("-checkpoint-50-20261201_090001")
-    finally:
-        store.close()
+    pipeline = build(out, make_hub_client(), request)
+    ref = FolderRef(Kind.CHECKPOINT, "checkpoint-50", 50)
+    write_checkpoint(out, 50, run_id=run.run_id, now=same_second)
+    pipeline.observe(ref)
+    # A restarted run without resume re-saves the step in place, within the same second.
+    write_checkpoint(out, 50, run_id=run.run_id, seed=1,
+                     now=same_second.replace(microsecond=900_000))
+    pipeline.observe(ref)
+    first, second = pipeline.records()
+    assert first.version_key != second.version_key
+    assert first.repo_id.endswith("-checkpoint-50-20261201_090000")
+    assert second.repo_id.endswith("-checkpoint-50-20261201_090001")
