@@ -70,7 +70,8 @@ def test_uploader_wandb_run_has_each_step_url_and_reference(demo):
         assert (row["step"], row["url"]) in logged
     artifacts = [a for run in runs for a in run.artifacts]
     references = {url for a in artifacts for url in a.references.values()}
-    assert {r["url"] for r in rows} <= references
+    # Each reference is pinned to the verified commit (`<repo url>/tree/<sha>`), not the head.
+    assert {f"{r['url']}/tree/{r['commit_sha']}" for r in rows} <= references
     aliases = {alias for a in artifacts for alias in a.aliases}
     assert {f"step-{s}" for s in STEPS} | {"final", "best"} <= aliases
 
