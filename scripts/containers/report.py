@@ -133,7 +133,36 @@ def configuration_error_stops_after_3_restarts(report: dict[str, Any]) -> str | 
     return None
 
 
+def compose_wiring_is_the_files(report: dict[str, Any]) -> str | None:
+    """Both containers as docker-compose.yml says: UID 1000, one named volume, the secret."""
+    if problem := _need(report, "wiring", "volume_owners"):
+        return problem
+    problems = []
+    volume = f"{report['project']}_checkpoints"
+    for service in ("trainer", "uploader"):
+        w = report["wiring"].get(service)
+        if w is None:
+            problems.append(f"no {service} container")
+            continue
+        if w["user"] != "1000:1000":
+            problems.append(f"{service} runs as {w['user']!r}")
+        if ["volume", volume, "/data/llama3-medical-ner-lora", True] not in [
+                list(m) for m in w["mounts"]]:
+            problems.append(f"{service} mounts {w['mounts']}")
+        if not any(m[0] == "bind" and m[2] == "/run/secrets/hf_token" for m in w["mounts"]):
+            problems.append(f"{service} has no secret file at /run/secrets/hf_token")
+        if w["hf_token_file"] != "/run/secrets/hf_token" or not w["init"]:
+            problems.append(f"{service}: HF_TOKEN_FILE {w['hf_token_file']}, init {w['init']}")
+    restart = report["wiring"].get("uploader", {}).get("restart")
+    if restart != {"Name": "on-failure", "MaximumRetryCount": 3}:
+        problems.append(f"uploader restart policy {restart}")
+    if report["volume_owners"] != [[1000, 1000]]:
+        problems.append(f"files in the volume owned by {report['volume_owners']}")
+    return "; ".join(problems) or None
+
+
 CHECKS: dict[str, Check] = {f.__name__: f for f in (
+    compose_wiring_is_the_files,
     every_checkpoint_verified_on_devhub, uploader_exits_0_when_done_and_stays_exited,
     healthcheck_turns_healthy_while_watching, kill_then_restart_loses_nothing,
     uploader_image_has_no_torch, readme_run_commands_work, secrets_appear_nowhere,

@@ -171,6 +171,17 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
+def wiring(info: dict[str, Any]) -> dict[str, Any]:
+    """What compose made of the service: user, mounts, the token's variable, restart policy."""
+    config, host = info.get("Config", {}), info.get("HostConfig", {})
+    env = dict(e.split("=", 1) for e in config.get("Env") or [])
+    return {"user": config.get("User"), "hf_token_file": env.get("HF_TOKEN_FILE"),
+            "hf_endpoint": env.get("HF_ENDPOINT"), "network": host.get("NetworkMode"),
+            "init": host.get("Init"), "restart": host.get("RestartPolicy"),
+            "mounts": sorted((m.get("Type"), m.get("Name") or "", m.get("Destination"),
+                              m.get("RW")) for m in info.get("Mounts", []))}
+
+
 def _rows(stdout: str) -> list[dict[str, Any]]:
     start = stdout.find("[")
     return json.loads(stdout[start:]) if start >= 0 else []
@@ -281,6 +292,7 @@ class Scenario:
         self.compose = Compose(self.engine, self.env_file, self.token_file)
         config = self.c.config()
         self.project = config["name"]
+        self.report["project"] = self.project
         self.images = {s: f"{self.project}-{s}" for s in ("trainer", "uploader")}
         self.c("down", "--volumes", "--remove-orphans", "--timeout", "5")
 
@@ -440,6 +452,10 @@ class Scenario:
         assert self.watcher is not None
         self.report["timeline"] = list(self.watcher.samples)
         self.report["health_log"] = ((info or {}).get("State", {}).get("Health") or {}).get("Log")
+        self.report["wiring"] = {s: wiring(inspect(self.engine, c) or {}) for s in
+                                 ("trainer", "uploader") if (c := self.c.container(s))}
+        self.report["volume_owners"] = [list(o) for o in sorted(
+            {(p.stat().st_uid, p.stat().st_gid) for p in self.volume().rglob("*")})]
         self.report["up"] = {
             "exit_code": self.up.returncode, "trainer": trainer, "uploader": at_end,
             "uploader_10s_later": later, "uploader_command": (info or {}).get("Config", {})

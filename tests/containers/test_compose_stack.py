@@ -39,6 +39,10 @@ def test_the_scenario_ran_to_its_end(report: dict[str, Any]) -> None:
     assert "error" not in report, report["error"]
 
 
+def test_both_containers_are_wired_as_the_compose_file_says(report) -> None:
+    _holds(report, checks.compose_wiring_is_the_files)
+
+
 def test_every_checkpoint_and_the_final_adapter_are_verified_on_devhub(report) -> None:
     _holds(report, checks.every_checkpoint_verified_on_devhub)
 
