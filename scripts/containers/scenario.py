@@ -34,6 +34,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -174,7 +175,7 @@ def cmdline(pid: int) -> bytes:
 def wiring(info: dict[str, Any]) -> dict[str, Any]:
     """What compose made of the service: user, mounts, the token's variable, restart policy."""
     config, host = info.get("Config", {}), info.get("HostConfig", {})
-    env = dict(e.split("=", 1) for e in config.get("Env") or [])
+    env = dict(e.partition("=")[::2] for e in config.get("Env") or [])
     return {"user": config.get("User"), "hf_token_file": env.get("HF_TOKEN_FILE"),
             "hf_endpoint": env.get("HF_ENDPOINT"), "network": host.get("NetworkMode"),
             "init": host.get("Init"), "restart": host.get("RestartPolicy"),
@@ -571,6 +572,9 @@ class Scenario:
         except (ScenarioError, CommandFailed, subprocess.TimeoutExpired) as err:
             self.report["error"] = f"{step.__name__}: {err}"
             log(f"FAILED in {step.__name__}: {err}")
+        except Exception as err:  # a bug here: still close everything and report it
+            self.report["error"] = f"{step.__name__}: {traceback.format_exc()}"
+            log(f"FAILED in {step.__name__}: {err!r}")
         finally:
             self.close()
             self.timing("total", self._t0)
