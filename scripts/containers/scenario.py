@@ -456,7 +456,7 @@ class Scenario:
         self.report["wiring"] = {s: wiring(inspect(self.engine, c) or {}) for s in
                                  ("trainer", "uploader") if (c := self.c.container(s))}
         self.report["volume_owners"] = [list(o) for o in sorted(
-            {(p.stat().st_uid, p.stat().st_gid) for p in self.volume().rglob("*")})]
+            {(p.lstat().st_uid, p.lstat().st_gid) for p in self.volume().rglob("*")})]
         self.report["up"] = {
             "exit_code": self.up.returncode, "trainer": trainer, "uploader": at_end,
             "uploader_10s_later": later, "uploader_command": (info or {}).get("Config", {})
