@@ -39,24 +39,34 @@ class TokenError(ValueError):
 
 
 def read_token(environ: Mapping[str, str]) -> str | None:
-    """The Hub token: `HF_TOKEN_FILE` (a secret file) wins over `HF_TOKEN`; None when neither.
+    """The Hub token: `HF_TOKEN`, else `HF_TOKEN_FILE` (a secret file); None when neither.
 
-    Re-read on every call so a rotated secret file takes effect without a restart.
+    `HF_TOKEN` first, as huggingface_hub itself ranks it above every file. Re-read on every call
+    so a rotated secret file takes effect without a restart.
     """
-    token_file = environ.get(HF_TOKEN_FILE)
-    if token_file:
-        try:
-            token = Path(token_file).read_text().strip()
-        except OSError as exc:
-            raise TokenError(
-                f"{HF_TOKEN_FILE}={token_file} cannot be read ({exc.strerror or exc}); "
-                "point it at a readable file holding the token"
-            ) from None
-        if not token:
-            raise TokenError(f"{HF_TOKEN_FILE}={token_file} is empty; write the token into it")
-        return token
     token = environ.get(HF_TOKEN, "").strip()
-    return token or None
+    if token:
+        return token
+    token_file = environ.get(HF_TOKEN_FILE)
+    if not token_file:
+        return None
+    try:
+        token = Path(token_file).read_text().strip()
+    except OSError as exc:
+        raise TokenError(
+            f"{HF_TOKEN_FILE}={token_file} cannot be read ({exc.strerror or exc}); "
+            "point it at a readable file holding the token"
+        ) from None
+    if not token:
+        raise TokenError(f"{HF_TOKEN_FILE}={token_file} is empty; write the token into it")
+    return token
+
+
+def shadowed_token_file(environ: Mapping[str, str]) -> str | None:
+    """The `HF_TOKEN_FILE` that `HF_TOKEN` overrides, so a caller can say so once; else None."""
+    if environ.get(HF_TOKEN, "").strip() and environ.get(HF_TOKEN_FILE):
+        return environ[HF_TOKEN_FILE]
+    return None
 
 
 # `KEY=value`, optionally after `export `; a value is '...' (literal), "..." (with \\n-style

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.env import TokenError, read_token
+from shared.env import TokenError, read_token, shadowed_token_file
 from shared.run_info import RunInfo, RunInfoError, read_run_info
 from uploader.detect import CompletionDetector
 from uploader.errors import AuthError, ConfigError, TransientError
@@ -81,10 +81,15 @@ def check_output_dir(settings: UploaderSettings, must_exist: bool) -> Path:
 def token_provider(environ: Mapping[str, str]) -> Callable[[], str]:
     """Checks the token now and returns a function that re-reads it before each call.
 
-    `HF_TOKEN_FILE` (a secret file, so a rotated secret takes effect), then `HF_TOKEN`, then the
-    login `hf auth login` saved, found by huggingface_hub itself (`HF_HOME`, `HF_TOKEN_PATH`,
-    refreshed when it is an expiring OAuth token).
+    `HF_TOKEN`, then `HF_TOKEN_FILE` (a secret file, re-read so a rotated secret takes effect),
+    then the login `hf auth login` saved, found by huggingface_hub itself (`HF_HOME`,
+    `HF_TOKEN_PATH`, refreshed when it is an expiring OAuth token).
     """
+    shadowed = shadowed_token_file(environ)
+    if shadowed:
+        log.warning("HF_TOKEN and HF_TOKEN_FILE are both set: HF_TOKEN is used and the file is "
+                    "not read; unset HF_TOKEN to use the secret file",
+                    extra={"token_file": shadowed})
 
     def current() -> str:
         try:

@@ -45,10 +45,12 @@ def output_dir_is_a_file(monkeypatch, tmp_path):
 
 CASES = [
     case("no-token", ["watch"], {"HF_TOKEN": None}, "HF_TOKEN"),
-    case("token-file-missing", ["watch"], {"HF_TOKEN_FILE": "/nonexistent/hf_token"},
-         "HF_TOKEN_FILE"),
-    case("token-file-unreadable", ["watch"], {}, "HF_TOKEN_FILE", token_file_is_a_directory),
-    case("token-file-empty", ["watch"], {}, "HF_TOKEN_FILE", empty_token_file),
+    # HF_TOKEN wins over the file, so these run without it.
+    case("token-file-missing", ["watch"],
+         {"HF_TOKEN": None, "HF_TOKEN_FILE": "/nonexistent/hf_token"}, "HF_TOKEN_FILE"),
+    case("token-file-unreadable", ["watch"], {"HF_TOKEN": None}, "HF_TOKEN_FILE",
+         token_file_is_a_directory),
+    case("token-file-empty", ["watch"], {"HF_TOKEN": None}, "HF_TOKEN_FILE", empty_token_file),
     case("token-rejected-401", ["watch"], {"HF_TOKEN": "hf_wrong_token_for_devhub"}, "HF_TOKEN"),
     case("token-read-only", ["backfill"], {"HF_TOKEN": READ_TOKEN}, "HF_TOKEN"),
     case("namespace-not-writable", ["backfill"], {"HUB_NAMESPACE": OTHER}, "namespace"),

@@ -102,6 +102,33 @@ def test_saved_hf_auth_login_is_the_token(hub: DevHub, tmp_path: Path) -> None:
     assert TOKEN not in done.stdout + done.stderr
 
 
+def test_token_order_is_hf_token_then_the_file_then_the_saved_login(hub: DevHub,
+                                                                    tmp_path: Path) -> None:
+    wrong = "hf_" + "w" * 30
+    good_file, wrong_file = tmp_path / "good-token", tmp_path / "wrong-token"
+    good_file.write_text(TOKEN + "\n")
+    wrong_file.write_text(wrong + "\n")
+    (tmp_path / "hf-home").mkdir()
+    (tmp_path / "hf-home" / "token").write_text(wrong)  # a stale `hf auth login`
+    empty = tmp_path / "empty-out"
+    empty.mkdir()
+
+    def backfill(**env: str) -> subprocess.CompletedProcess[str]:
+        return uploader(["backfill", "--output-dir", str(empty)],
+                        user_env(hub, tmp_path, token=None, **env))
+
+    first = backfill(HF_TOKEN=TOKEN, HF_TOKEN_FILE=str(wrong_file))
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "HF_TOKEN and HF_TOKEN_FILE are both set: HF_TOKEN is used" in first.stderr
+    second = backfill(HF_TOKEN_FILE=str(good_file))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "both set" not in second.stderr
+    third = backfill(HF_TOKEN_FILE=str(wrong_file))
+    assert third.returncode == 2 and "HF_TOKEN" in third.stderr, third.stderr[-2000:]
+    for done in (first, second, third):
+        assert TOKEN not in done.stdout + done.stderr and wrong not in done.stderr
+
+
 def test_no_token_anywhere_names_every_source(hub: DevHub, tmp_path: Path) -> None:
     done = uploader(["backfill", "--output-dir", str(tmp_path)], user_env(hub, tmp_path, None))
     assert done.returncode == 2

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from shared.env import TokenError, read_token
+from shared.env import TokenError, read_token, shadowed_token_file
 from shared.layout import Kind
 from shared.manifest import Manifest, ManifestError, ManifestFile, read_metrics
 from shared.run_info import Outcome, RunInfoError, finish_run, read_run_info, start_run
@@ -64,10 +64,14 @@ def test_read_metrics(tmp_path):
     assert read_metrics(tmp_path / "nothing") == {}
 
 
-def test_token_file_wins_and_errors_name_the_setting(tmp_path):
+def test_hf_token_wins_over_the_file_and_errors_name_the_setting(tmp_path):
     secret = tmp_path / "token"
     secret.write_text("hf_file\n")
-    assert read_token({"HF_TOKEN": "hf_env", "HF_TOKEN_FILE": str(secret)}) == "hf_file"
+    both = {"HF_TOKEN": "hf_env", "HF_TOKEN_FILE": str(secret)}
+    assert read_token(both) == "hf_env"
+    assert shadowed_token_file(both) == str(secret)
+    assert read_token({"HF_TOKEN": "", "HF_TOKEN_FILE": str(secret)}) == "hf_file"
+    assert shadowed_token_file({"HF_TOKEN_FILE": str(secret)}) is None
     assert read_token({"HF_TOKEN": "hf_env"}) == "hf_env"
     assert read_token({}) is None
     with pytest.raises(TokenError, match="HF_TOKEN_FILE"):

@@ -52,7 +52,8 @@ EXAMPLES = {
 
 # Settings that are not flags but that the uploader honours as their owners define them.
 ENVIRONMENT = """environment (also read from ./.env; the process environment wins):
-  HF_TOKEN, HF_TOKEN_FILE   the Hub token (a secret file is re-read before each round);
+  HF_TOKEN, HF_TOKEN_FILE   the Hub token, HF_TOKEN first (a secret file is re-read before
+                            each round);
                             without either, the login saved by `hf auth login` (HF_HOME,
                             HF_TOKEN_PATH)
   WANDB_MODE                online, offline or disabled (W&B is off without an API key
