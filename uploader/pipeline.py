@@ -48,7 +48,14 @@ from uploader.pacing import PacingInterrupted
 from uploader.retry import resume_time
 from uploader.stage import StagedFolder, Stager
 from uploader.state import Record, State, StateStore
-from uploader.verify import compare, verify_commit
+from uploader.verify import (
+    check,
+    compare,
+    content_problems,
+    listing_problems,
+    remote_listing,
+    verify_commit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +236,7 @@ class Pipeline:
                 return due
             unfinished_checkpoints = any(
                 r.kind is Kind.CHECKPOINT and r.state in (State.PENDING, State.UPLOADING,
-                                                          State.UPLOADED)
+                                                          State.COMMITTED)
                 for r in self.store.all())
         if unfinished_checkpoints:
             due = [r for r in due if r.kind is Kind.CHECKPOINT]
@@ -268,9 +275,11 @@ class Pipeline:
             if not self.stager.unchanged(staged):
                 return self._drop_changed(record)
             sha, adopted = self._adopt_or_commit(record, files)
-            record = self._update(record, state=State.UPLOADED, commit_sha=sha,
-                                  uploaded_at=self.clock())
-            verify_commit(self.hub, record.repo_id, sha, files)
+            record = self._update(record, commit_sha=sha, uploaded_at=self.clock())
+            remote = remote_listing(self.hub, record.repo_id, sha, files)
+            check(record.repo_id, sha, files, listing_problems(files, remote))
+            record = self._update(record, state=State.COMMITTED)
+            check(record.repo_id, sha, files, content_problems(files, remote))
             if not self.stager.unchanged(staged):
                 # Rewritten in place while it was read for the upload: what the Hub holds may
                 # mix two versions. Never `verified`; the new version is uploaded on its own.

@@ -2,7 +2,7 @@
 
 "Record, then act": every transition is written (and committed, durable) before the action it
 announces, so a crash at any point leaves a row saying what may have been half done; `due()`
-hands such rows back (UPLOADING and UPLOADED included) and the idempotent pipeline redoes them.
+hands such rows back (UPLOADING and COMMITTED included) and the idempotent pipeline redoes them.
 
 WAL mode lets `status` read (`readonly=True`, a `mode=ro` connection that takes no writer lock)
 while the watcher writes. WAL needs shared memory between the processes of one host, so a state
@@ -28,7 +28,7 @@ from uploader.detect import FolderVersion
 from uploader.errors import ConfigError
 
 DB_FILENAME = "state.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA_V1 = """
@@ -65,8 +65,10 @@ CREATE INDEX IF NOT EXISTS checkpoints_folder ON checkpoints (folder);
 CREATE INDEX IF NOT EXISTS checkpoints_repo ON checkpoints (repo_id);
 CREATE INDEX IF NOT EXISTS checkpoints_state ON checkpoints (state);
 """
+# v2: the state after the commit is `committed` (listing matched), not `uploaded`.
+_SCHEMA_V2 = "UPDATE checkpoints SET state = 'committed' WHERE state = 'uploaded'"
 # MIGRATIONS[n] brings a database from user_version n to n + 1.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 
 _ORDER = "ORDER BY kind = 'final', step, id"
 
@@ -74,7 +76,9 @@ _ORDER = "ORDER BY kind = 'final', step, id"
 class State(enum.StrEnum):
     PENDING = "pending"
     UPLOADING = "uploading"
-    UPLOADED = "uploaded"
+    # Two levels of "on the Hub": the commit lists every file with our size (`committed`), and
+    # every file's hash as the Hub derived it from the bytes it received is ours (`verified`).
+    COMMITTED = "committed"
     VERIFIED = "verified"
     PRUNED = "pruned"
     FAILED = "failed"
@@ -82,9 +86,9 @@ class State(enum.StrEnum):
     DELETED = "deleted"
 
 
-# Rows `due()` returns regardless of errors: PENDING never started, and UPLOADING/UPLOADED mean
+# Rows `due()` returns regardless of errors: PENDING never started, and UPLOADING/COMMITTED mean
 # an attempt was interrupted (a crash) and is redone.
-_RESUMABLE = (State.PENDING, State.UPLOADING, State.UPLOADED)
+_RESUMABLE = (State.PENDING, State.UPLOADING, State.COMMITTED)
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,7 @@ class StateStore:
     def due(self, now: float) -> list[Record]:
         """Rows to work on now, checkpoints by step, the final adapter last.
 
-        PENDING, UPLOADING and UPLOADED rows are due (the last two after an interrupted
+        PENDING, UPLOADING and COMMITTED rows are due (the last two after an interrupted
         attempt), FAILED ones when not permanent and their backoff has passed. A row whose
         `next_attempt_at` lies in the future is never due, whatever its state.
         """

@@ -1,5 +1,9 @@
 """Verification: the remote copy at the new commit holds exactly the bytes we hashed locally.
 
+Two levels, both from one paths-info read at the commit: `committed` (every file listed with our
+size) and `verified` (every file's hash, as the Hub derived it from the bytes it received, equals
+ours). Only `verified` copies are ever pruned.
+
 Sizes always; the content sha256 for LFS files and the git blob sha1 for regular files, which is
 what the Hub reports for each. Both hashes come from the one read `shared.hashing.digest_file`
 made before the upload, so no byte is read twice (files the Hub always stores as LFS get no sha1).
@@ -25,6 +29,12 @@ def compare(expected: Sequence[LocalFile], remote: Mapping[str, RemoteFile]) -> 
 
     Extra remote files (`.gitattributes`, older uploads) are not problems.
     """
+    return listing_problems(expected, remote) + content_problems(expected, remote)
+
+
+def listing_problems(expected: Sequence[LocalFile], remote: Mapping[str, RemoteFile]
+                     ) -> list[str]:
+    """The `committed` level: every file is listed at the commit, with our size."""
     problems: list[str] = []
     for local in expected:
         path, digest = local.path_in_repo, local.digest
@@ -33,7 +43,21 @@ def compare(expected: Sequence[LocalFile], remote: Mapping[str, RemoteFile]) -> 
             problems.append(f"{path}: missing on the Hub")
         elif found.size != digest.size:
             problems.append(f"{path}: size {found.size} on the Hub, {digest.size} locally")
-        elif found.is_lfs:
+    return problems
+
+
+def content_problems(expected: Sequence[LocalFile], remote: Mapping[str, RemoteFile]
+                     ) -> list[str]:
+    """The `verified` level: each listed file's hash, as the Hub derived it from the bytes it
+    received (git sha1 of a regular file; the sha256 hf_xet or the LFS server computed), equals
+    ours. Files the listing check already flagged are not reported twice."""
+    problems: list[str] = []
+    for local in expected:
+        path, digest = local.path_in_repo, local.digest
+        found = remote.get(path)
+        if found is None or found.size != digest.size:
+            continue
+        if found.is_lfs:
             if found.sha256 != digest.sha256:
                 problems.append(_hash_problem(path, "sha256", found.sha256, digest.sha256))
         elif digest.git_sha1 is None:
@@ -49,14 +73,15 @@ def _hash_problem(path: str, kind: str, remote: str | None, local: str) -> str:
     return f"{path}: {kind} {shown} on the Hub, {local[:SHORT_HASH]} locally"
 
 
-def verify_commit(hub: HubClient, repo_id: str, commit_sha: str,
-                  expected: Sequence[LocalFile]) -> None:
-    """Read paths-info at `commit_sha` (not the moving head) and compare every file.
+def remote_listing(hub: HubClient, repo_id: str, commit_sha: str,
+                   expected: Sequence[LocalFile]) -> Mapping[str, RemoteFile]:
+    """paths-info at `commit_sha` (not the moving head) for every expected file."""
+    return hub.paths_info(repo_id, commit_sha, [f.path_in_repo for f in expected])
 
-    Raises VerificationError with a one-line summary naming the files that differ.
-    """
-    remote = hub.paths_info(repo_id, commit_sha, [f.path_in_repo for f in expected])
-    problems = compare(expected, remote)
+
+def check(repo_id: str, commit_sha: str, expected: Sequence[LocalFile],
+          problems: Sequence[str]) -> None:
+    """Raises VerificationError with a one-line summary naming the files that differ."""
     if not problems:
         return
     shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
@@ -68,3 +93,10 @@ def verify_commit(hub: HubClient, repo_id: str, commit_sha: str,
         f"match: {shown}",
         "the checkpoint is uploaded again; if this repeats, check the staging disk",
     )
+
+
+def verify_commit(hub: HubClient, repo_id: str, commit_sha: str,
+                  expected: Sequence[LocalFile]) -> None:
+    """Both levels at once (listing, then content), for re-verification of a landed copy."""
+    remote = remote_listing(hub, repo_id, commit_sha, expected)
+    check(repo_id, commit_sha, expected, compare(expected, remote))

@@ -66,7 +66,7 @@ def test_plain_trainer_dir_gets_watch_exit_status_best_and_cleanup(hub: DevHub,
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
     assert "eval_loss" in lines[0]
-    assert re.fullmatch(r"2 verified, 0 pending, 0 failed; .* on the Hub", lines[-1]), lines[-1]
+    assert re.fullmatch(r"2 verified, 0 committed, 0 pending, 0 failed; .* on the Hub", lines[-1]), lines[-1]
 
     best = uploader(["best", "--output-dir", str(out), "--json"], env)
     assert best.returncode == 0, best.stderr

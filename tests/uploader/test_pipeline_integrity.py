@@ -86,6 +86,39 @@ def test_a_file_rewritten_in_place_during_the_upload_is_never_verified(
     assert after.state is State.SUPERSEDED and "changed" in (after.last_error or "")
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, only what was written survives."""
+
+
+def test_committed_is_recorded_before_the_content_check_and_is_never_pruned(
+        pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, request) -> None:
+    from uploader import pipeline as pipeline_module
+    from uploader.cli.status import rows_of, summary
+    from uploader.prune import FolderFacts, PrunePolicy, plan_prune
+
+    (ref,) = [r for r in list_folders(pipeline.config.output_dir) if r.name == "checkpoint-50"]
+    pipeline.observe(ref)
+    (record,) = pipeline.records()
+
+    def killed(*args: object) -> list[str]:
+        raise Killed
+
+    monkeypatch.setattr(pipeline_module, "content_problems", killed)
+    with pytest.raises(Killed):
+        pipeline.upload(record)
+    (committed,) = pipeline.store.all()
+    assert committed.state is State.COMMITTED and committed.commit_sha, committed
+    assert summary(rows_of([committed])).startswith("0 verified, 1 committed, 0 pending")
+    facts = FolderFacts(ref.name, 50, pipeline.judge(ref).verdict, committed.version_key)
+    plan = plan_prune([committed], [facts], PrunePolicy(keep_last=0, prune_best=True))
+    assert not plan.prune and plan.kept == ((ref.name, "state committed"),)
+    # The next run picks the interrupted row up and verifies it (same repo, no new repo).
+    monkeypatch.undo()
+    (due,) = pipeline.due()
+    done = pipeline.upload(due)
+    assert done.state is State.VERIFIED and done.repo_id == committed.repo_id, done
+
+
 class SilentRewriteHub(HubClient):
     """The real client, with a staged file rewritten in place just before the first commit and
     its mtime put back: the stat check cannot see it, only the server's hash of the bytes can."""

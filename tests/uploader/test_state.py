@@ -133,7 +133,7 @@ def test_due_ordering_and_backoff(store):
     store.update(c30.id, state=State.UPLOADING)  # interrupted by a crash
     store.update(c40.id, state=State.FAILED, next_attempt_at=50.0, permanent=True)
     store.update(c50.id, state=State.VERIFIED)
-    store.update(c60.id, state=State.UPLOADED)
+    store.update(c60.id, state=State.COMMITTED)
     assert [r.id for r in store.due(100.0)] == [c10.id, c30.id, c60.id, final.id]
     assert [r.id for r in store.due(150.0)] == [c10.id, c20.id, c30.id, c60.id, final.id]
     store.update(c20.id, state=State.FAILED, next_attempt_at=None)

@@ -90,13 +90,15 @@ def _table(rows: list[dict[str, Any]], metric: str, width: int) -> None:
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
-    """One line: how many are verified, pending and failed, and the bytes held on the Hub."""
+    """One line: how many are verified, committed (listed on the Hub, content check not yet
+    passed: never pruned), pending and failed, and the bytes held on the Hub."""
     counts = Counter(r["state"] for r in rows)
     landed = sum(counts[s] for s in LANDED)
-    failed = counts["failed"]
-    pending = len(rows) - landed - failed - counts["deleted"] - counts["superseded"]
+    failed, committed = counts["failed"], counts["committed"]
+    pending = (len(rows) - landed - failed - committed - counts["deleted"]
+               - counts["superseded"])
     held = sum(r["size"] or 0 for r in rows if r["state"] in LANDED)
-    return (f"{landed} verified, {pending} pending, {failed} failed; "
+    return (f"{landed} verified, {committed} committed, {pending} pending, {failed} failed; "
             f"{human_bytes(held)} on the Hub")
 
 
