@@ -237,3 +237,23 @@ def test_readonly_after_the_writer_closed(tmp_path):
             reader.meta_set("heartbeat", "0")
         with pytest.raises(PermissionError):
             add(reader, version(20))
+
+
+def test_a_v1_state_is_migrated_and_its_uploaded_rows_become_committed(tmp_path):
+    store = StateStore.open(tmp_path)
+    record = add(store, version(30))
+    store.close()
+    conn = sqlite3.connect(tmp_path / DB_FILENAME)
+    conn.execute("UPDATE checkpoints SET state = 'uploaded'")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ConfigError, match="older"):
+        StateStore.open(tmp_path, readonly=True)
+    store = StateStore.open(tmp_path)
+    try:
+        migrated = store.get(record.id)
+        assert migrated.state is State.COMMITTED
+        assert [r.id for r in store.due(now=0.0)] == [record.id]
+    finally:
+        store.close()
