@@ -4,7 +4,9 @@ Every field of `UploaderSettings` becomes a flag on the subcommands that read it
 the model, so a flag, its `UPLOADER_*` variable and the README's table can never disagree. `.env`
 is applied to the environment first (`shared.env.apply_dotenv`, as the trainer does). Known
 errors print as one line (`error: ...; fix`) and exit 2; nothing the user can fix prints a
-traceback. Heavy libraries are imported by the verbs, not here: `--help` and `status` stay fast.
+traceback. With `--log-format json` (or `UPLOADER_LOG_FORMAT=json`, also from `.env`) that line
+is one JSON object, usage errors included. Heavy libraries are imported by the verbs, not
+here: `--help` and `status` stay fast.
 """
 
 from __future__ import annotations
@@ -39,10 +41,18 @@ VERBS: dict[str, str] = {
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse prints usage plus a message over several lines; we print one line."""
+    """argparse prints usage plus a message over several lines; we print one line, or one JSON
+    object when JSON logs were asked for (`json_errors`: `main` reads that from the command
+    line and the environment, as a usage error can come before `--log-format` is parsed).
+    `--help` and `--version` stay text: they are not log lines."""
+
+    def __init__(self, *args: Any, json_errors: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.json_errors = json_errors
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_CONFIG, f"error: {message}; see `{self.prog} --help`\n")
+        print_error(f"{message}; see `{self.prog} --help`", self.json_errors)
+        self.exit(EXIT_CONFIG)
 
 
 def _help_of(name: str) -> str:
@@ -92,17 +102,20 @@ def version() -> str:
         return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
+    """The parser; `json_errors`: usage errors print as one JSON object (see OneLineParser)."""
     parser = OneLineParser(prog="ckpt-uploader", description=__doc__.splitlines()[0],
                            epilog=helptext.ENVIRONMENT,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           json_errors=json_errors)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     verbs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                   parser_class=OneLineParser)
     for verb, summary in VERBS.items():
         sub = verbs.add_parser(verb, help=summary, description=summary,
                                epilog=helptext.epilog(verb),
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+                               formatter_class=argparse.RawDescriptionHelpFormatter,
+                               json_errors=json_errors)
         _add_fields(sub, verb)
     return parser
 
@@ -151,6 +164,30 @@ def _json_wanted(args: argparse.Namespace) -> bool:
     return str(chosen).strip().lower() == "json"
 
 
+_LOG_FORMAT_FLAG = flag_of("log_format")
+# The shortest abbreviation argparse takes for it (`--log-` is also `--log-level`'s).
+_LOG_FORMAT_PREFIX = "--log-f"
+
+
+def json_wanted_before_parsing(argv: Sequence[str]) -> bool:
+    """What `_json_wanted` will say, read before argparse runs (it may stop at a usage error
+    first): the last `--log-format json` / `--log-format=json` (or an abbreviation argparse
+    accepts) on the command line, else `UPLOADER_LOG_FORMAT` (with `.env` applied)."""
+    chosen: str | None = None
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        name, eq, value = arg.partition("=")
+        if len(name) >= len(_LOG_FORMAT_PREFIX) and _LOG_FORMAT_FLAG.startswith(name):
+            if not eq:  # `--log-format` with no value says nothing (argparse refuses it)
+                following = argv[i + 1] if i + 1 < len(argv) else "-"
+                value = "" if following.startswith("-") else following
+            chosen = value or chosen
+    if chosen is None:
+        chosen = os.environ.get(env_name("log_format"), "")
+    return chosen.strip().lower() == "json"
+
+
 def print_error(line: str, as_json: bool) -> None:
     """The one error line: `error: ...`, or with `--log-format json` one JSON object."""
     if as_json:
@@ -166,7 +203,8 @@ def print_error(line: str, as_json: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     apply_dotenv()  # before any setting or library reads the environment
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(json_errors=json_wanted_before_parsing(argv)).parse_args(argv)
     as_json = _json_wanted(args)
     try:
         settings = settings_from(args)
