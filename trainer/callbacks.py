@@ -4,18 +4,31 @@
 RNG states, `trainer_state.json` and rotation; rank 1 may get there before rank 0 has finished.
 So every rank waits at a barrier, and only world rank 0 then writes the marker (atomically, in
 `<output_dir>/.complete/`, outside the folder) and drops markers of rotated-away folders.
+
+A preemption between `trainer_state.json` and the marker leaves a finished save unmarked; the
+checkpoint a run resumes from gets its marker then (`mark_resumed_checkpoint`), dated when the
+save finished, so the uploader sees one version of that step under one repo id.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from shared.layout import checkpoint_name
-from shared.markers import build_marker, remove_orphan_markers, write_marker
+from shared.completion import Unfinished, finished_save
+from shared.layout import TRAINER_STATE_FILENAME, checkpoint_name, classify
+from shared.markers import (
+    Marker,
+    MarkerError,
+    build_marker,
+    read_marker,
+    remove_orphan_markers,
+    write_marker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +38,40 @@ def wait_for_every_rank() -> None:
     from accelerate import PartialState
 
     PartialState().wait_for_everyone()
+
+
+def mark_resumed_checkpoint(output_dir: Path, folder: str, run_id: str) -> Marker | None:
+    """Write the marker of the checkpoint a run resumes from when it has none; the marker.
+
+    Only for a finished save (`shared.completion`): a folder already marked (or with a marker
+    that cannot be read) or not finished is left alone (None). The marker is dated by
+    `trainer_state.json`'s mtime, the time the uploader's settle rules name the repo by, so the
+    uploader keeps one record and one repo id for it whether it saw the folder before or after.
+    Call before training continues, from world rank 0 only.
+    """
+    output_dir = Path(output_dir)
+    ref = classify(folder)
+    path = output_dir / folder
+    if ref is None or ref.step is None or not path.is_dir():
+        return None
+    try:
+        if read_marker(output_dir, folder) is not None:
+            return None
+    except MarkerError:
+        return None
+    try:
+        step = finished_save(path, ref)
+    except Unfinished as exc:
+        log.warning("resumed checkpoint is not a finished save; not marking it",
+                    extra={"folder": folder, "reason": exc.reason})
+        return None
+    saved_at = datetime.fromtimestamp((path / TRAINER_STATE_FILENAME).stat().st_mtime, UTC)
+    marker = build_marker(output_dir, folder, run_id=run_id, step=step, now=saved_at)
+    write_marker(output_dir, marker)
+    log.info("completion marker written for the resumed checkpoint (saved completely, but "
+             "preempted before its marker)", extra={"folder": folder, "step": step,
+                                                    "files": len(marker.files)})
+    return marker
 
 
 class CompletionMarkerCallback(TrainerCallback):

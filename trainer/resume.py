@@ -1,7 +1,11 @@
 """Where a resumed run starts from: a local checkpoint, or this run's checkpoint on the Hub.
 
 - `latest`: the newest local `checkpoint-<step>` whose completion marker (of this run) matches
-  its files; a folder without one may be half-written and is never resumed from.
+  its files, or that has no marker but is a finished save by `shared.completion` (a preemption
+  between `trainer_state.json` and the marker); the caller then writes its marker
+  (`trainer.callbacks.mark_resumed_checkpoint`) before training continues, so that step is
+  never saved, or uploaded, a second time. A half-written folder is never resumed from, nor
+  one whose marker no longer matches its files.
 - `hub`: the same local checkpoint, unless the Hub holds a newer one of this run (local copies
   pruned by the uploader); that one is downloaded, verified and placed (`hub_restore`).
 """
@@ -14,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from shared.layout import Kind, list_folders, run_info_path
+from shared.completion import Unfinished, finished_save
+from shared.layout import FolderRef, Kind, list_folders, run_info_path
 from shared.markers import MarkerError, read_marker
 from trainer.errors import ResumeError
 from trainer.hub_restore import HfHubClient, HubClient, restore_newest
@@ -40,10 +45,12 @@ class ResumePoint:
     path: Path
     step: int
     origin_repo: str | None = None
+    marked: bool = True  # False: a finished save without its marker, to be marked on resume
 
 
 def latest_local(output_dir: Path, run_id: str | None) -> ResumePoint | None:
-    """The newest local checkpoint whose marker matches its files (and names this run)."""
+    """The newest local checkpoint whose marker matches its files (and names this run), or that
+    has no marker but is a finished save (`shared.completion`)."""
     output_dir = Path(output_dir)
     checkpoints = [r for r in list_folders(output_dir) if r.kind is Kind.CHECKPOINT]
     for ref in sorted(checkpoints, key=lambda r: r.step or 0, reverse=True):
@@ -53,7 +60,12 @@ def latest_local(output_dir: Path, run_id: str | None) -> ResumePoint | None:
             log.warning("checkpoint skipped: unreadable marker",
                         extra={"folder": ref.name, "error": str(exc)})
             continue
-        if marker is None or marker.step != ref.step:
+        if marker is None:
+            point = _unmarked(ref.path(output_dir), ref)
+            if point is not None:
+                return point
+            continue
+        if marker.step != ref.step:
             continue
         if run_id is not None and marker.run_id != run_id:
             continue
@@ -61,6 +73,19 @@ def latest_local(output_dir: Path, run_id: str | None) -> ResumePoint | None:
             return ResumePoint(ref.path(output_dir), marker.step, marker.origin_repo)
         log.info("checkpoint skipped: files changed since its marker", extra={"folder": ref.name})
     return None
+
+
+def _unmarked(path: Path, ref: FolderRef) -> ResumePoint | None:
+    """A finished save without a marker: saved completely, preempted before its marker."""
+    try:
+        step = finished_save(path, ref)
+    except Unfinished as exc:
+        log.info("checkpoint skipped: no completion marker and not a finished save",
+                 extra={"folder": ref.name, "reason": exc.reason})
+        return None
+    log.warning("checkpoint saved completely but not marked (a preemption between the save and "
+                "its marker); resuming from it", extra={"folder": ref.name, "step": step})
+    return ResumePoint(path, step, None, marked=False)
 
 
 def _restore_from_hub(
@@ -92,8 +117,8 @@ def resolve_resume(
     if mode == "latest":
         if local is None:
             raise ResumeError(
-                f"nothing to resume from: no checkpoint in {output_dir} has a completion "
-                "marker matching its files",
+                f"nothing to resume from: no checkpoint in {output_dir} is a finished save "
+                "(a completion marker matching its files, or all its files written)",
                 hint="--resume hub to restore this run's checkpoint from the Hub, or start "
                 "without --resume",
             )

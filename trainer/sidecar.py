@@ -6,7 +6,9 @@
 It writes what this project's trainer writes, and nothing else: the run info
 (`<output_dir>/run_info.json`: a run id kept across resumes, then the outcome) at the start and
 end of `train()`, and a completion marker (`<output_dir>/.complete/checkpoint-N.json`) after
-each save, from world rank 0 after a barrier (`trainer.callbacks.CompletionMarkerCallback`).
+each save, from world rank 0 after a barrier (`trainer.callbacks.CompletionMarkerCallback`);
+on resume, also the marker of the checkpoint resumed from when a preemption between its save and
+its marker left it without one (`trainer.callbacks.mark_resumed_checkpoint`).
 With it, `ckpt-uploader watch` uploads a checkpoint the moment its save finished (no settle
 window) and `--exit-when-done` knows the run ended. Without it the uploader still works (see
 `uploader.run_end`), just later and on weaker evidence.
@@ -28,8 +30,13 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from shared.layout import checkpoint_name
 from shared.run_info import Outcome, finish_run, read_run_info, start_run, write_run_info
-from trainer.callbacks import CompletionMarkerCallback, wait_for_every_rank
+from trainer.callbacks import (
+    CompletionMarkerCallback,
+    mark_resumed_checkpoint,
+    wait_for_every_rank,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +87,10 @@ class SidecarCallback(TrainerCallback):
             run_id = self.run_id = info.run_id
             log.info("sidecar run info written", extra={"run_id": info.run_id,
                                                         "resumed": resumed, "output_dir": str(out)})
+            if state.global_step > 0:
+                # The checkpoint resumed from may be a finished save whose marker a preemption
+                # cut off: it gets its marker now (nothing when it has one, or is not finished).
+                mark_resumed_checkpoint(out, checkpoint_name(state.global_step), info.run_id)
         self._markers = CompletionMarkerCallback(out, run_id, barrier=self.barrier)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,

@@ -24,7 +24,11 @@ from shared.layout import run_info_path
 from shared.run_info import Outcome, RunInfo, finish_run, read_run_info, start_run
 from trainer import dataset, prompts
 from trainer.arguments import training_arguments
-from trainer.callbacks import CompletionMarkerCallback, StopAfterStepCallback
+from trainer.callbacks import (
+    CompletionMarkerCallback,
+    StopAfterStepCallback,
+    mark_resumed_checkpoint,
+)
 from trainer.errors import ResumeError
 from trainer.evaluate import F1Results
 from trainer.final import F1Request, finalize
@@ -175,6 +179,11 @@ def _train(
                                           hub_access(settings, hub_token), hub_client_factory)
             log.info("resuming", extra={"path": str(resume_point.path), "step": resume_point.step,
                                         "origin_repo": resume_point.origin_repo})
+            if not resume_point.marked and state.is_main_process:
+                # Saved completely, preempted before its marker: mark it now, before training
+                # continues, so the uploader sees one version of this step (and the other ranks,
+                # resolving after rank 0, find it marked).
+                mark_resumed_checkpoint(settings.output_dir, resume_point.path.name, info.run_id)
         source: str | Path = settings.base_model
         if settings.is_tiny:
             source = _tiny_source(settings, data)

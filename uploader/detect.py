@@ -7,7 +7,8 @@ Trainer writes checkpoints in place and not atomically, so a folder is judged by
 2. settle - for trainers that write no marker: the expected files are present, no temporary file
    is left, nothing changed for a settle window (measured as the age of the newest mtime, so a
    restarted uploader does not wait a whole window again), a second stat snapshot agrees with the
-   first, and every JSON and safetensors header parses.
+   first, and every JSON and safetensors header parses (the rules of a finished save are
+   `shared.completion`'s, which the trainer applies too when it resumes from an unmarked folder).
 
 Only stat calls are made while a folder is unchanged since its last COMPLETE verdict, so watching
 a thousand finished checkpoints stays cheap; files are read only for a new or changed snapshot.
@@ -28,7 +29,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from shared.layout import TRAINER_STATE_FILENAME, FolderRef, Kind
+from shared.completion import (  # the rules themselves; re-exported for old importers
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    DEEPSPEED_DIR_PREFIX,
+    EVAL_RESULTS,
+    FSDP_MODEL_DIR,
+    FULL_WEIGHTS,
+    MAX_SAFETENSORS_HEADER,
+    SAFETENSORS_LENGTH_BYTES,
+    Unfinished,
+    check_safetensors_header,
+    is_temporary,
+    read_documents,
+    require_files,
+    require_no_temporary,
+    step_of,
+)
+from shared.layout import FolderRef
 from shared.markers import FileStat, Marker, MarkerError, read_marker
 from shared.naming import folder_timestamp
 
@@ -37,17 +55,13 @@ logger = logging.getLogger(__name__)
 # A settled folder that still misses files or fails validation after this long was most likely
 # abandoned by a crashed save; it is reported INVALID (with the reason) instead of NOT_YET.
 ABANDONED_AFTER_SECONDS = 3600.0
-# safetensors refuses headers above this size; a larger length field means a corrupt file.
-MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
-SAFETENSORS_LENGTH_BYTES = 8
 
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-FULL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
-ADAPTER_CONFIG = "adapter_config.json"
-EVAL_RESULTS = "eval_results.json"
-DEEPSPEED_DIR_PREFIX = "global_step"
-FSDP_MODEL_DIR = "pytorch_model_fsdp_0"
+__all__ = [
+    "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "DEEPSPEED_DIR_PREFIX", "EVAL_RESULTS", "FSDP_MODEL_DIR",
+    "FULL_WEIGHTS", "MAX_SAFETENSORS_HEADER", "SAFETENSORS_LENGTH_BYTES", "CompletionDetector",
+    "Detection", "FolderVersion", "Verdict", "check_safetensors_header", "is_temporary",
+    "scan_folder", "version_key",
+]
 
 
 class Verdict(enum.StrEnum):
@@ -139,42 +153,6 @@ def version_key(folder: str, step: int, files: tuple[FileStat, ...],
     rows = [[f.path, f.size, f.mtime_ns, inode_of.get(f.path, 0)] for f in files]
     payload = json.dumps([folder, step, rows], separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def is_temporary(path: str) -> bool:
-    """`.tmpXXXX` (safetensors' rename-into-place) or `*.tmp` anywhere in the path."""
-    return any(part.startswith(".tmp") or part.endswith(".tmp") for part in path.split("/"))
-
-
-def check_safetensors_header(path: Path) -> str | None:
-    """Why a safetensors file is unreadable, or None: 8-byte LE length, JSON, offsets in range."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        head = fh.read(SAFETENSORS_LENGTH_BYTES)
-        if len(head) < SAFETENSORS_LENGTH_BYTES:
-            return f"{size} bytes is too short for a safetensors header"
-        length = int.from_bytes(head, "little")
-        if length == 0 or length > MAX_SAFETENSORS_HEADER:
-            return f"header length {length} is out of range"
-        if SAFETENSORS_LENGTH_BYTES + length > size:
-            return f"header length {length} exceeds the file size {size}"
-        try:
-            header = json.loads(fh.read(length))
-        except ValueError as exc:
-            return f"header is not JSON: {exc}"
-    if not isinstance(header, dict):
-        return "header is not a JSON object"
-    data_bytes = size - SAFETENSORS_LENGTH_BYTES - length
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            end = int(info["data_offsets"][1])
-        except (KeyError, IndexError, TypeError, ValueError):
-            return f"tensor {name!r} has no valid data_offsets"
-        if end > data_bytes:
-            return f"tensor {name!r} ends at {end} but only {data_bytes} data bytes exist"
-    return None
 
 
 class CompletionDetector:
@@ -286,19 +264,20 @@ class CompletionDetector:
                 f"settling: last change {max(age, 0.0):.1f}s ago, window {self.settle_seconds:g}s",
             )
         try:
-            temporary = sorted(p for p in scan.names if is_temporary(p))
-            if temporary:
-                raise _Verdict(Verdict.NOT_YET, f"temporary file {temporary[0]} present")
-            _require_files(ref, scan)
+            require_no_temporary(scan.names)
+            require_files(ref, scan.names)
             docs = _validate(folder, scan)
-        except _Verdict as outcome:
-            if outcome.verdict is Verdict.NOT_YET and age >= self.abandoned_after:
+        except Unfinished as outcome:
+            if not outcome.final and age >= self.abandoned_after:
                 raise _Verdict(
                     Verdict.INVALID,
                     f"{outcome.reason}, and nothing changed for {age:.0f}s: an interrupted save?",
                 ) from None
-            raise
-        return _step_of(ref, docs)
+            raise _verdict_of(outcome) from None
+        try:
+            return step_of(ref, docs)
+        except Unfinished as outcome:
+            raise _verdict_of(outcome) from None
 
     def _version(self, ref: FolderRef, folder: Path, scan: _Scan, step: int,
                  marker: Marker | None) -> FolderVersion:
@@ -333,84 +312,10 @@ def _same(a: _Scan, b: _Scan) -> bool:
     return (a.files, a.inodes, a.newest_mtime_ns) == (b.files, b.inodes, b.newest_mtime_ns)
 
 
-def _has_weights(names: frozenset[str]) -> bool:
-    if any(name in names for name in (*ADAPTER_WEIGHTS, *FULL_WEIGHTS)):
-        return True
-    return any(
-        "/" in name and (name.startswith(DEEPSPEED_DIR_PREFIX) or name.startswith(FSDP_MODEL_DIR + "/"))
-        for name in names
-    )
-
-
-def _require_files(ref: FolderRef, scan: _Scan) -> None:
-    names = scan.names
-    has_adapter = any(name in names for name in ADAPTER_WEIGHTS)
-    if ref.kind is Kind.FINAL and not has_adapter:
-        raise _Verdict(Verdict.NOT_YET, f"no adapter weights yet ({' or '.join(ADAPTER_WEIGHTS)})")
-    if ref.kind is Kind.CHECKPOINT and not _has_weights(names):
-        raise _Verdict(Verdict.NOT_YET, "no model or adapter weights yet")
-    if has_adapter and ADAPTER_CONFIG not in names:
-        raise _Verdict(Verdict.NOT_YET, f"{ADAPTER_CONFIG} missing next to the adapter weights")
-    if ref.kind is Kind.CHECKPOINT and TRAINER_STATE_FILENAME not in names:
-        raise _Verdict(Verdict.NOT_YET, f"waiting for {TRAINER_STATE_FILENAME}")
+def _verdict_of(outcome: Unfinished) -> _Verdict:
+    return _Verdict(Verdict.INVALID if outcome.final else Verdict.NOT_YET, outcome.reason)
 
 
 def _validate(folder: Path, scan: _Scan) -> dict[str, Any]:
-    """Parse every JSON and safetensors header; return the top-level JSON documents needed later."""
-    kept: dict[str, Any] = {}
-    for rel in sorted(scan.regular):
-        path = folder / rel
-        try:
-            if rel.endswith(".json"):
-                with open(path, encoding="utf-8") as fh:
-                    doc = json.load(fh)
-                if rel in (TRAINER_STATE_FILENAME, EVAL_RESULTS) or rel.endswith(".index.json"):
-                    kept[rel] = doc
-            elif rel.endswith(".safetensors") and (problem := check_safetensors_header(path)):
-                raise _Verdict(Verdict.NOT_YET, f"{rel} is not a readable safetensors file: {problem}")
-        except PermissionError:
-            raise _Verdict(
-                Verdict.INVALID,
-                f"{rel} is not readable by this user: run the uploader with the trainer's UID",
-            ) from None
-        except ValueError as exc:  # JSON and Unicode errors: maybe half-written
-            raise _Verdict(Verdict.NOT_YET, f"{rel} does not parse: {exc}") from None
-    _require_shards(kept, scan.names)
-    return kept
-
-
-def _require_shards(docs: dict[str, Any], names: frozenset[str]) -> None:
-    """Every shard a `*.index.json` weight map names must exist next to it."""
-    for rel, doc in docs.items():
-        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
-        if not rel.endswith(".index.json") or not isinstance(weight_map, dict):
-            continue
-        base = rel.rpartition("/")[0]
-        for shard in sorted(set(map(str, weight_map.values()))):
-            shard_rel = f"{base}/{shard}" if base else shard
-            if shard_rel not in names:
-                raise _Verdict(Verdict.NOT_YET, f"{rel} names {shard_rel}, which is missing")
-
-
-def _step_of(ref: FolderRef, docs: dict[str, Any]) -> int:
-    state = docs.get(TRAINER_STATE_FILENAME)
-    global_step = state.get("global_step") if isinstance(state, dict) else None
-    if ref.kind is Kind.CHECKPOINT:
-        if not isinstance(global_step, int) or isinstance(global_step, bool):
-            raise _Verdict(Verdict.INVALID, f"{TRAINER_STATE_FILENAME} has no integer global_step")
-        if global_step != ref.step:
-            raise _Verdict(
-                Verdict.INVALID,
-                f"{TRAINER_STATE_FILENAME} says global_step {global_step}, "
-                f"the folder name says {ref.step}",
-            )
-        return global_step
-    if isinstance(global_step, int) and not isinstance(global_step, bool) and global_step >= 0:
-        return global_step
-    results = docs.get(EVAL_RESULTS)
-    if isinstance(results, dict):
-        for key in ("global_step", "step"):
-            value = results.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-                return int(value)
-    return 0
+    """Parse every JSON and safetensors header (`shared.completion`); Unfinished when one fails."""
+    return read_documents(folder, scan.names, scan.regular)

@@ -160,3 +160,52 @@ def test_a_missing_file_falls_back_but_a_network_error_aborts(tmp_path: Path) ->
     with pytest.raises(ResumeError, match=r"cannot reach .*ConnectionError"):
         resolve_resume("hub", tmp_path / "out2", RUN, access(), lambda _: offline)
     assert not list((tmp_path / "out2").glob(f"{RESTORE_TMP_PREFIX}*"))
+
+
+def test_an_unmarked_finished_save_is_resumed_from_and_marked(tmp_path: Path) -> None:
+    """A preemption between trainer_state.json and the marker (a real Trainer stopped there:
+    test_preemption_window): resumed from, then marked without touching a file."""
+    from tests.support.checkpoints import write_checkpoint
+    from trainer.callbacks import mark_resumed_checkpoint
+
+    write_checkpoint(tmp_path, 50, run_id=RUN)
+    folder = write_checkpoint(tmp_path, 100, marker=False)
+    half = write_checkpoint(tmp_path, 150, marker=False)
+    (half / "trainer_state.json").unlink()  # preempted before trainer_state.json
+    stale = write_checkpoint(tmp_path, 200, run_id=RUN)
+    (stale / "optimizer.pt").write_bytes(b"rewritten since its marker")
+    point = latest_local(tmp_path, RUN)
+    assert point is not None and (point.step, point.marked) == (100, False)
+    assert resolve_resume("latest", tmp_path, RUN, access()).path == folder
+
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir())
+    marker = mark_resumed_checkpoint(tmp_path, "checkpoint-100", RUN)
+    assert marker is not None and marker.run_id == RUN and marker.matches(folder)
+    assert marker.written_datetime.timestamp() == pytest.approx(
+        (folder / "trainer_state.json").stat().st_mtime, abs=1e-6)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()) == before
+    assert read_marker(tmp_path, "checkpoint-100") == marker
+    again = latest_local(tmp_path, RUN)
+    assert again is not None and (again.step, again.marked) == (100, True)
+    # Marked already, half-written, or not a checkpoint: left alone.
+    assert mark_resumed_checkpoint(tmp_path, "checkpoint-100", OTHER_RUN) is None
+    assert mark_resumed_checkpoint(tmp_path, "checkpoint-150", RUN) is None
+    assert read_marker(tmp_path, "checkpoint-150") is None
+    assert mark_resumed_checkpoint(tmp_path, "checkpoint-300", RUN) is None
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong step", "temporary file"])
+def test_an_unmarked_unfinished_folder_is_not_resumed_from(tmp_path: Path, damage: str) -> None:
+    from tests.support.checkpoints import write_checkpoint
+
+    write_checkpoint(tmp_path, 50, run_id=RUN)
+    folder = write_checkpoint(tmp_path, 100, marker=False)
+    state = folder / "trainer_state.json"
+    if damage == "truncated":
+        state.write_text(state.read_text()[:20])
+    elif damage == "wrong step":
+        state.write_text('{"global_step": 99}')
+    else:
+        (folder / ".tmp1234").write_bytes(b"half")
+    point = latest_local(tmp_path, RUN)
+    assert point is not None and (point.step, point.marked) == (50, True)
