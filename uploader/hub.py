@@ -52,6 +52,7 @@ from uploader.errors import (
 from uploader.hfcompat import declare_sha256, forget_shard_cache, xet_switch
 from uploader.http_client import install_http_client
 from uploader.pacing import Operation, Pacer
+from uploader.progress import commit_progress
 from uploader.retry import (
     NAMESPACE_HINT,
     READ_ONLY_HINT,
@@ -401,7 +402,7 @@ class HubClient:
         operations: list[CommitOperationAdd | CommitOperationDelete] = [
             CommitOperationDelete(path_in_repo=path) for path in replace]
         operations += [_operation(f, declare_hash=not use_xet) for f in files]
-        with xet_switch(use_xet):
+        with xet_switch(use_xet), commit_progress(repo_id, files):  # the progress line
             info = self._api.create_commit(repo_id, operations, commit_message=message,
                                            token=self._token())
         return str(info.oid)

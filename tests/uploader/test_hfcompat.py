@@ -18,7 +18,7 @@ from huggingface_hub.utils import _http
 from huggingface_hub.utils._runtime import is_xet_available
 from packaging.requirements import Requirement
 
-from uploader.hfcompat import declare_sha256, request_event_hook, xet_switch
+from uploader.hfcompat import count_transfer, declare_sha256, request_event_hook, xet_switch
 from uploader.transfer import xet_installed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +92,25 @@ def test_switch_restores_the_users_value_and_serialises_opposite_holds(
     thread.join(5)
     assert seen == [False, True]
     assert constants.HF_HUB_DISABLE_XET is True
+
+
+def test_the_library_looks_its_progress_hooks_up_at_call_time(tmp_path: Path) -> None:
+    # count_transfer replaces these module attributes; a library that bound them at import, or
+    # stopped passing a progress callback to hf_xet, would leave the progress line at 0 B
+    # (tests/uploader/test_progress.py uploads through both for real).
+    assert "from .utils import tqdm_stream_file" in inspect.getsource(CommitOperationAdd.as_file)
+    xet = inspect.getsource(_commit_api._upload_xet_files)
+    assert "get_xet_session," in xet and "progress_callback=progress_callback" in xet
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"x" * 10_000)
+    operation = CommitOperationAdd(path_in_repo="weights.bin", path_or_fileobj=str(path))
+    seen: list[int] = []
+    with count_transfer({str(path): seen.append}), operation.as_file(with_tqdm=True) as stream:
+        stream.read(4096)
+        stream.seek(0)  # a retried PUT starts over: those bytes count once
+        while stream.read(4096):
+            pass
+    assert seen == [4096, 8192, 10_000]
+    with operation.as_file(with_tqdm=True) as stream:  # nobody watching: untouched
+        stream.read()
+    assert seen == [4096, 8192, 10_000]

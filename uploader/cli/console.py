@@ -1,4 +1,5 @@
-"""What the CLI prints for people: the seed's upload block, and signal handling for the verbs."""
+"""What the CLI prints for people: the seed's upload block, the progress line on a terminal, and
+signal handling for the verbs."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import logging
 import signal
 import sys
 import threading
-from contextlib import ExitStack
+from collections.abc import Mapping
+from contextlib import ExitStack, nullcontext
 from typing import TextIO
 
 from uploader.errors import UploaderError
 from uploader.events import FanoutEvents, UploadResult
 from uploader.pipeline import pending_work
+from uploader.progress import TRACKER, ProgressLine, human_bytes, progress_wanted
 from uploader.service import Opened
 from uploader.settings import UploaderSettings
 from uploader.state import Record
@@ -22,29 +25,27 @@ RULE = "=" * 80
 TRACKING_CLOSE_TIMEOUT = 10.0
 
 
-def human_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1000
-    return f"{size:.1f} TB"
-
-
 class ConsoleEvents:
     """Prints one block per verified upload, like the seed's callback did (but after verifying).
 
     With `--log-format json` the block is one log record instead (every line is JSON then).
+    With a progress line (`start_progress`), the checkpoint's line is cleared first, and the
+    block prints where the lines were.
     """
 
-    def __init__(self, stream: TextIO | None = None, fmt: str | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, fmt: str | None = None,
+                 progress: ProgressLine | None = None) -> None:
         from uploader.logs import current_format
 
         self.stream = stream or sys.stdout
         self.fmt = fmt or current_format()
+        self.progress = progress
         self._lock = threading.Lock()
 
     def verified(self, result: UploadResult) -> None:
         rec = result.record
+        if self.progress is not None:
+            self.progress.finish(rec.repo_id)
         rate = result.bytes / result.seconds / 1e6 if result.seconds > 0 else 0.0
         if self.fmt == "json":
             log.info("checkpoint on the Hub", extra={
@@ -58,11 +59,45 @@ class ConsoleEvents:
                  f"   URL: {rec.url}",
                  f"   Size: {human_bytes(result.bytes)} in {result.seconds:.1f} s "
                  f"({rate:.1f} MB/s)", RULE]
-        with self._lock:
+        with self._lock, self.progress.paused() if self.progress else nullcontext():
             print("\n".join(lines), file=self.stream, flush=True)
 
     def failed(self, record: Record, error: UploaderError) -> None:
-        pass  # logged by the pipeline; the block is for successes
+        # Logged by the pipeline; the block is for successes. The line goes until a retry.
+        if self.progress is not None:
+            self.progress.finish(record.repo_id)
+
+
+def start_progress(fmt: str, stack: ExitStack, stream: TextIO | None = None,
+                   environ: Mapping[str, str] | None = None) -> ProgressLine | None:
+    """On a terminal with text logs: one line per checkpoint in flight on stderr (bytes, rate,
+    ETA), instead of the library's per-file bars; the log handler writes around it. None (and
+    nothing changed) on a pipe, with JSON logs, or when HF_HUB_DISABLE_PROGRESS_BARS is set."""
+    import os
+
+    stream = stream or sys.stderr
+    if not progress_wanted(fmt, stream, os.environ if environ is None else environ):
+        return None
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # the line replaces them; its bytes come from the same reports
+    line = ProgressLine(TRACKER, stream).start()
+    handlers = [h for h in logging.getLogger().handlers
+                if isinstance(h, logging.StreamHandler) and h.stream is stream]
+    guarded = line.guard(stream)
+    for handler in handlers:
+        handler.setStream(guarded)
+    TRACKER.enabled = True
+
+    def stop() -> None:
+        TRACKER.enabled = False
+        for handler in handlers:
+            if handler.stream is guarded:
+                handler.setStream(stream)
+        line.stop()
+
+    stack.callback(stop)
+    return line
 
 
 def stop_on_signals(stop: threading.Event) -> None:
@@ -86,7 +121,9 @@ def attach_events(opened: Opened, settings: UploaderSettings, stack: ExitStack):
                                 queue_depth=lambda: len(pending_work(pipeline.records())),
                                 records=pipeline.records)
     stack.callback(tracker.close, TRACKING_CLOSE_TIMEOUT)  # LIFO: closes before the store
-    pipeline.events = FanoutEvents(ConsoleEvents(fmt=settings.log_format), tracker)
+    progress = start_progress(settings.log_format, stack)
+    pipeline.events = FanoutEvents(ConsoleEvents(fmt=settings.log_format, progress=progress),
+                                   tracker)
     return tracker
 
 
