@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,13 +46,14 @@ from uploader.errors import (
     ConfigError,
     RateLimitedError,
     StagingError,
+    TransientError,
     UploaderError,
     XetUnavailableError,
 )
 from uploader.hfcompat import declare_sha256, forget_shard_cache, xet_switch
 from uploader.http_client import install_http_client
 from uploader.pacing import Operation, Pacer
-from uploader.progress import commit_progress
+from uploader.progress import commit_progress, send_progress
 from uploader.retry import (
     NAMESPACE_HINT,
     READ_ONLY_HINT,
@@ -330,6 +331,10 @@ class HubClient:
         served = self._xet_served
         return "auto" if served is None else ("xet" if served else "lfs")
 
+    def uses_xet(self, repo_id: str) -> bool:
+        """Whether uploads to `repo_id` go through Xet (asks the endpoint once under auto)."""
+        return self._uses_xet(repo_id)
+
     def _uses_xet(self, repo_id: str) -> bool:
         """Whether commits go through Xet; asks the endpoint once when the choice is auto."""
         if self._xet_served is not None:
@@ -363,15 +368,42 @@ class HubClient:
 
     # -- commits --------------------------------------------------------------------------
 
+    def preupload(self, repo_id: str, operations: Sequence[CommitOperationAdd],
+                  use_xet: bool, total: int = 0) -> None:
+        """Send the bytes of `operations` now; a later `commit(..., uploaded=...)` holding the
+        same operation objects then only posts the commit. Lets the pipeline send one file while
+        it hashes the next. A Xet route that vanished meanwhile fails this attempt (transient)
+        after switching the client to LFS, so the next attempt re-declares hashes for LFS.
+        `total`: the whole upload's bytes, for the progress line."""
+        what = f"upload {len(operations)} files to {repo_id}"
+        sizes = {str(op.path_or_fileobj): op.upload_info.size for op in operations
+                 if isinstance(op.path_or_fileobj, str)}
+
+        def attempt() -> None:
+            try:
+                with xet_switch(use_xet), send_progress(repo_id, sizes, total):
+                    self._api.preupload_lfs_files(repo_id, list(operations),
+                                                  token=self._token(), free_memory=False)
+            except Exception as exc:
+                if use_xet and self.config.xet_fallback and isinstance(
+                        classify(exc, what), XetUnavailableError):
+                    self._fall_back_to_lfs()
+                    raise TransientError(f"{what}: Xet storage went away; LFS from now on",
+                                         "retried with LFS") from None
+                raise
+
+        self._retry(what, attempt)
+
     def commit(self, repo_id: str, files: list[LocalFile], message: str,
-               replace: Sequence[str] = ()) -> str:
+               replace: Sequence[str] = (), uploaded: Preuploaded | None = None) -> str:
         """One commit holding every file; returns its 40-hex sha.
 
         When everything is already there the client posts no commit and answers the current
         head, which is also what a retry after a lost commit answer sees. `replace` names
         remote files to send again even if the Hub lists them as identical (a repair): they
         are deleted and added in the same commit, and hf_xet's shard cache is dropped first so
-        it does not skip the bytes it believes the storage holds.
+        it does not skip the bytes it believes the storage holds. `uploaded`: operations whose
+        bytes `preupload` already sent, reused while the transfer they were sent with holds.
         """
         what = f"commit {len(files)} files to {repo_id}"
 
@@ -381,7 +413,9 @@ class HubClient:
             if replace and use_xet:
                 forget_shard_cache(self.config.xet_cache)
             try:
-                return self._create_commit(repo_id, files, message, use_xet, replace)
+                return self._create_commit(repo_id, files, message, use_xet, replace,
+                                           uploaded if uploaded and uploaded.use_xet == use_xet
+                                           else None)
             except Exception as exc:
                 if not (use_xet and self.config.xet_fallback and isinstance(
                         classify(exc, what), XetUnavailableError)):
@@ -396,39 +430,58 @@ class HubClient:
         return sha
 
     def _create_commit(self, repo_id: str, files: list[LocalFile], message: str,
-                       use_xet: bool, replace: Sequence[str] = ()) -> str:
-        # Fresh operations each attempt: huggingface_hub mutates them while committing.
+                       use_xet: bool, replace: Sequence[str] = (),
+                       uploaded: Preuploaded | None = None) -> str:
+        # Fresh operations each attempt (huggingface_hub mutates them while committing), except
+        # those whose bytes were sent before: reusing them is what skips sending them twice.
         # A file deleted in the same commit is never skipped as unchanged.
+        sent = uploaded.operations if uploaded is not None else {}
         operations: list[CommitOperationAdd | CommitOperationDelete] = [
             CommitOperationDelete(path_in_repo=path) for path in replace]
-        operations += [_operation(f, declare_hash=not use_xet) for f in files]
+        operations += [sent.get(f.path_in_repo) or _operation(f, declare_hash=not use_xet)
+                       for f in files]
         with xet_switch(use_xet), commit_progress(repo_id, files):  # the progress line
             info = self._api.create_commit(repo_id, operations, commit_message=message,
                                            token=self._token())
         return str(info.oid)
 
 
-def _operation(file: LocalFile, declare_hash: bool) -> CommitOperationAdd:
-    """A CommitOperationAdd for one staged file.
+@dataclass(frozen=True)
+class Preuploaded:
+    """Operations whose bytes `HubClient.preupload` sent, by path in the repo."""
 
-    For LFS it reuses the caller's sha256 instead of re-reading the file. For Xet it does not:
-    hf_xet then hashes the bytes it actually reads for the upload, so the sha256 the Hub lists
-    is evidence about those bytes, not an echo of our claim (verification compares the two).
+    use_xet: bool
+    operations: Mapping[str, CommitOperationAdd]
+
+
+def upload_operation(path_in_repo: str, source: Path | bytes, size: int,
+                     sha256: str | None) -> CommitOperationAdd:
+    """A CommitOperationAdd for one staged file of `size` bytes.
+
+    `sha256` (LFS) reuses the caller's hash instead of re-reading the file. None (Xet): hf_xet
+    hashes the bytes it actually reads for the upload, so the sha256 the Hub lists is evidence
+    about those bytes, not an echo of our claim (verification compares the two).
     """
-    source: str | bytes = str(file.local_path) if file.local_path is not None else file.data or b""
     try:
-        operation = CommitOperationAdd(path_in_repo=file.path_in_repo, path_or_fileobj=source)
+        operation = CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=(
+            str(source) if isinstance(source, Path) else source))
     except ValueError as exc:
-        raise StagingError(f"{file.path_in_repo}: cannot be committed: {exc}",
+        raise StagingError(f"{path_in_repo}: cannot be committed: {exc}",
                            "the folder is staged again next round") from None
-    if operation.upload_info.size != file.digest.size:
+    if operation.upload_info.size != size:
         raise StagingError(
-            f"{file.path_in_repo} changed since it was hashed "
-            f"({file.digest.size} -> {operation.upload_info.size} bytes)",
+            f"{path_in_repo} changed since it was hashed ({size} -> "
+            f"{operation.upload_info.size} bytes)",
             "the folder is staged and hashed again next round")
-    if declare_hash:
-        declare_sha256(operation, file.digest.sha256)
+    if sha256 is not None:
+        declare_sha256(operation, sha256)
     return operation
+
+
+def _operation(file: LocalFile, declare_hash: bool) -> CommitOperationAdd:
+    source: Path | bytes = file.local_path if file.local_path is not None else file.data or b""
+    return upload_operation(file.path_in_repo, source, file.digest.size,
+                            file.digest.sha256 if declare_hash else None)
 
 
 def _files(entries: Any) -> dict[str, RemoteFile]:

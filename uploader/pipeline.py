@@ -27,7 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import cast
 
-from shared.hashing import FileDigest, digest_bytes, digest_file
+from shared.hashing import LFS_ONLY_SIZE, FileDigest, digest_bytes, digest_file
 from shared.layout import FolderRef, Kind, list_folders
 from shared.manifest import MANIFEST_FILENAME, Manifest, ManifestFile, read_metrics
 from shared.naming import RepoNameError, make_repo_name
@@ -42,9 +42,10 @@ from uploader.errors import (
     VerificationError,
 )
 from uploader.events import Events, ExpectedFile, NoEvents, UploadResult
-from uploader.hub import HubClient, LocalFile
+from uploader.hub import HubClient, LocalFile, Preuploaded, upload_operation
 from uploader.modelcard import render_model_card
 from uploader.pacing import PacingInterrupted
+from uploader.preupload import Preuploader
 from uploader.retry import resume_time
 from uploader.stage import StagedFolder, Stager
 from uploader.state import Record, State, StateStore
@@ -271,10 +272,10 @@ class Pipeline:
         record = self._update(record, state=State.UPLOADING, attempts=record.attempts + 1)
         started = self.clock()
         try:
-            files = self._prepare(record, staged)
-            if not self.stager.unchanged(staged):
+            sent = self._send(record, staged)
+            if sent is None:
                 return self._drop_changed(record)
-            sha, adopted = self._adopt_or_commit(record, files)
+            files, sha, adopted = sent
             record = self._update(record, commit_sha=sha, uploaded_at=self.clock())
             remote = remote_listing(self.hub, record.repo_id, sha, files)
             check(record.repo_id, sha, files, listing_problems(files, remote))
@@ -337,6 +338,61 @@ class Pipeline:
         return self._update(record, state=State.SUPERSEDED, staged=False,
                             last_error="content changed after completion")
 
+    def _send(self, record: Record, staged: StagedFolder
+              ) -> tuple[list[LocalFile], str, bool] | None:
+        """The bytes to the Hub and one commit: (files, commit sha, adopted), or None when the
+        staged copy changed meanwhile. A new repo gets the streaming path (each file sent while
+        the next is hashed); an existing one (a crash, lost state, a repair) needs every digest
+        first, to adopt it when it already holds these files."""
+        resend = self._resend_wanted(record)
+        exists = self.hub.repo_exists(record.repo_id)
+        if exists or resend:
+            files = self._prepare(record, staged)
+            if not self.stager.unchanged(staged):
+                return None
+            sha, adopted = self._adopt_or_commit(record, files, exists=exists, resend=resend)
+            return files, sha, adopted
+        self.hub.ensure_repo(record.repo_id)
+        streamed = self._stream(record, staged)
+        if not self.stager.unchanged(staged):
+            return None
+        files, uploaded = streamed
+        return files, self.hub.commit(record.repo_id, files, _message(record),
+                                      uploaded=uploaded), False
+
+    def _stream(self, record: Record, staged: StagedFolder
+                ) -> tuple[list[LocalFile], Preuploaded]:
+        """Send every staged file while hashing the others; the files (card and manifest
+        included) and what was sent. Xet: the large files go at once and hf_xet's own read
+        gives their sha256 (one read per byte; a digest known from an earlier attempt is kept,
+        so verification compares two reads). LFS: smallest first, each once hashed."""
+        use_xet = self.hub.uses_xet(record.repo_id)
+        known = self._digests.setdefault(record.version_key, {})
+        stats = sorted((s for s in staged.files if s.path != MODEL_CARD),
+                       key=lambda s: (s.size, s.path))
+        by_xet = {s.path for s in stats if use_xet and s.size >= LFS_ONLY_SIZE}
+        with Preuploader(self.hub, record.repo_id, use_xet,
+                         total=sum(s.size for s in stats)) as sender:
+            sender.submit([upload_operation(s.path, staged.path / s.path, s.size, None)
+                           for s in stats if s.path in by_xet])
+            for stat in stats:
+                if stat.path in by_xet:
+                    continue
+                local = staged.path / stat.path
+                if stat.path not in known:
+                    known[stat.path] = digest_file(local)
+                sender.submit([upload_operation(stat.path, local, stat.size,
+                                                None if use_xet else known[stat.path].sha256)])
+            uploaded = sender.finish()
+        for path in by_xet:
+            if path not in known:
+                operation = uploaded.operations[path]
+                known[path] = FileDigest(operation.upload_info.size,
+                                         operation.upload_info.sha256.hex(), None)
+        files = [LocalFile(s.path, known[s.path], local_path=staged.path / s.path)
+                 for s in staged.files if s.path != MODEL_CARD]
+        return self._with_card_and_manifest(record, files), uploaded
+
     def _prepare(self, record: Record, staged: StagedFolder) -> list[LocalFile]:
         """Hash each staged byte once; add the generated model card and the manifest."""
         files: list[LocalFile] = []
@@ -350,6 +406,11 @@ class Pipeline:
             if stat.path not in known:
                 known[stat.path] = digest_file(local)
             files.append(LocalFile(stat.path, known[stat.path], local_path=local))
+        return self._with_card_and_manifest(record, files)
+
+    def _with_card_and_manifest(self, record: Record, files: list[LocalFile]
+                                ) -> list[LocalFile]:
+        files = list(files)
         card = render_model_card(
             repo_id=record.repo_id, base_model=self.config.base_model, kind=record.kind,
             step=record.step, run_id=record.run_id or self.config.run_id, metrics=record.metrics,
@@ -370,12 +431,12 @@ class Pipeline:
         files.append(LocalFile(MANIFEST_FILENAME, digest_bytes(manifest), data=manifest))
         return files
 
-    def _adopt_or_commit(self, record: Record, files: list[LocalFile]) -> tuple[str, bool]:
+    def _adopt_or_commit(self, record: Record, files: list[LocalFile], *, exists: bool,
+                         resend: bool) -> tuple[str, bool]:
         """The repo id is deterministic: after a crash (or with the state lost) the repo may
         already exist, empty or complete. Adopt it when it holds these exact files."""
-        resend = self._resend_wanted(record)
         replace: list[str] = []
-        if self.hub.repo_exists(record.repo_id):
+        if exists:
             remote = self.hub.list_files(record.repo_id)
             if not resend and not compare(files, remote):
                 return self.hub.head_sha(record.repo_id), True
@@ -383,8 +444,7 @@ class Pipeline:
                 replace = [f.path_in_repo for f in files if f.path_in_repo in remote]
         else:
             self.hub.ensure_repo(record.repo_id)
-        message = "Final LoRA adapter" if record.kind is Kind.FINAL else (
-            f"Checkpoint at step {record.step}")
+        message = _message(record)
         if resend:
             message = f"{message} (repair: uploaded again)"
         return self.hub.commit(record.repo_id, files, message, replace=replace), False
@@ -504,6 +564,11 @@ class Pipeline:
         return self._update(record, state=State.FAILED, permanent=True, next_attempt_at=None,
                             last_error=f"remote copy damaged, local copy gone: {problem}",
                             error_class=VerificationError.__name__)
+
+
+def _message(record: Record) -> str:
+    return "Final LoRA adapter" if record.kind is Kind.FINAL else (
+        f"Checkpoint at step {record.step}")
 
 
 def ref_of(record: Record) -> FolderRef:

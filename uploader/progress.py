@@ -185,6 +185,20 @@ class ProgressTracker:
             eta = 0.0
         return Snapshot(key, entry.label, entry.total, done, entry.landed, rate, eta, reported)
 
+    # -- bytes sent before the commit ------------------------------------------------------
+    @contextmanager
+    def sending(self, key: str, sizes: Mapping[str, int], total: int) -> Iterator[None]:
+        """Counts one preupload (files sent ahead of their commit) under `key`; `total` is the
+        whole upload's, so the line's fraction and ETA are right from the first file on."""
+        sizes = {os.path.abspath(path): size for path, size in sizes.items()}
+        self.begin(key, label_of(key), total, sizes)
+
+        def reporter(path: str) -> Callable[[int], None]:
+            return lambda done: self.file_bytes(key, path, done)
+
+        with count_transfer({path: reporter(path) for path in sizes}):
+            yield
+
     # -- one commit ------------------------------------------------------------------------
     @contextmanager
     def commit(self, key: str, files: Sequence[_File]) -> Iterator[None]:
@@ -230,6 +244,13 @@ def progress_wanted(fmt: str, stream: TextIO, environ: Mapping[str, str]) -> boo
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def send_progress(key: str, sizes: Mapping[str, int], total: int
+                  ) -> AbstractContextManager[None]:
+    """`with send_progress(repo_id, {local path: size}, total): preupload(...)`: counted when the
+    CLI shows progress, nothing otherwise."""
+    return TRACKER.sending(key, sizes, total) if TRACKER.enabled else nullcontext()
 
 
 def commit_progress(key: str, files: Sequence[_File]) -> AbstractContextManager[None]:

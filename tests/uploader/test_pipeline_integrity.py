@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from huggingface_hub import CommitOperationAdd
 
 from shared.layout import FolderRef, Kind, list_folders
 from shared.run_info import read_run_info, start_run
 from tests.support.checkpoints import write_checkpoint
 from uploader.detect import CompletionDetector
-from uploader.hub import HubClient, LocalFile
+from uploader.hub import HubClient, LocalFile, Preuploaded
 from uploader.pipeline import Pipeline, PipelineConfig
 from uploader.stage import Stager
 from uploader.state import State, StateStore
@@ -33,8 +34,8 @@ class RewritingHub(HubClient):
     target: Path | None = None
 
     def commit(self, repo_id: str, files: list[LocalFile], message: str,
-               replace: Sequence[str] = ()) -> str:
-        sha = super().commit(repo_id, files, message, replace)
+               replace: Sequence[str] = (), uploaded: Preuploaded | None = None) -> str:
+        sha = super().commit(repo_id, files, message, replace, uploaded)
         if self.target is not None:
             size = self.target.stat().st_size
             with open(self.target, "r+b") as fh:  # open("w") on the same path: same inode
@@ -57,8 +58,12 @@ def build(out: Path, hub: HubClient, request: pytest.FixtureRequest, *,
 
 
 def one_checkpoint(out: Path) -> None:
+    one_checkpoint_of(out)
+
+
+def one_checkpoint_of(out: Path, **sizes: int) -> None:
     run = start_run(out, base_model="tiny", resume=False)
-    write_checkpoint(out, 50, run_id=run.run_id)
+    write_checkpoint(out, 50, run_id=run.run_id, **sizes)  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=[True, False], ids=["xet", "lfs"])
@@ -120,20 +125,31 @@ def test_committed_is_recorded_before_the_content_check_and_is_never_pruned(
 
 
 class SilentRewriteHub(HubClient):
-    """The real client, with a staged file rewritten in place just before the first commit and
-    its mtime put back: the stat check cannot see it, only the server's hash of the bytes can."""
+    """The real client, with a staged file rewritten in place after it was hashed, just before
+    its bytes are first sent, and its mtime put back: the stat check cannot see it, only the
+    server's hash of the bytes can."""
 
     target: Path | None = None
 
-    def commit(self, repo_id: str, files: list[LocalFile], message: str,
-               replace: Sequence[str] = ()) -> str:
+    def _rewrite(self) -> None:
         if self.target is not None:
             st = self.target.stat()
             with open(self.target, "r+b") as fh:
                 fh.write(b"\xff" * st.st_size)
             os.utime(self.target, ns=(st.st_atime_ns, st.st_mtime_ns))
             self.target = None
-        return super().commit(repo_id, files, message, replace)
+
+    def preupload(self, repo_id: str, operations: Sequence[CommitOperationAdd],
+                  use_xet: bool, total: int = 0) -> None:
+        if self.target is not None and any(
+                op.path_in_repo == self.target.name for op in operations):
+            self._rewrite()
+        super().preupload(repo_id, operations, use_xet, total)
+
+    def commit(self, repo_id: str, files: list[LocalFile], message: str,
+               replace: Sequence[str] = (), uploaded: Preuploaded | None = None) -> str:
+        self._rewrite()
+        return super().commit(repo_id, files, message, replace, uploaded)
 
 
 def test_bytes_that_do_not_match_their_hash_are_rehashed_and_uploaded_again(

@@ -125,8 +125,15 @@ class ModelHub:
                            else stored.data)
         return target
 
+    def uses_xet(self, repo_id: str) -> bool:
+        return False
+
+    def preupload(self, repo_id: str, operations: Sequence[object], use_xet: bool,
+                  total: int = 0) -> None:
+        pass  # the model reads the bytes at commit time
+
     def commit(self, repo_id: str, files: list[LocalFile], message: str,
-               replace: Sequence[str] = ()) -> str:
+               replace: Sequence[str] = (), uploaded: object = None) -> str:
         if self.fail_next:
             self.fail_next = False
             raise TransientError("commit refused (model)")
