@@ -239,7 +239,8 @@ class TrainerSettings(BaseSettings):
     resume: Literal["latest", "hub"] | None = Field(
         None,
         description="continue the run recorded in --output-dir; 'latest': from the newest local "
-        "checkpoint whose marker matches its files; 'hub': that, or a newer verified checkpoint "
+        "checkpoint whose marker matches its files, or a finished save a preemption left "
+        "unmarked (it is marked then); 'hub': that, or a newer verified checkpoint "
         "of this run downloaded from its Hub repo (default: none, a new run)",
     )
     stop_after_step: int | None = Field(
