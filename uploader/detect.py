@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -172,6 +173,9 @@ class CompletionDetector:
         self._clock = clock
         self._complete: dict[str, tuple[_Scan, Detection]] = {}
         self._last_reason: dict[str, str] = {}
+        # Folders not complete yet: (newest file mtime, when we looked), for `writing_now`.
+        self._writes: dict[str, tuple[float, float]] = {}
+        self._writes_lock = threading.Lock()  # read by upload threads, written by detection
 
     def check(self, ref: FolderRef) -> Detection:
         folder = ref.path(self.output_dir)
@@ -192,12 +196,29 @@ class CompletionDetector:
             detection = self._judge(ref, folder, scan)
             if detection.verdict is Verdict.COMPLETE:
                 self._complete[ref.name] = (scan, detection)
+            with self._writes_lock:
+                if detection.verdict is Verdict.NOT_YET:
+                    self._writes[ref.name] = (scan.newest_mtime_ns / 1e9, self._clock())
+                else:
+                    self._writes.pop(ref.name, None)
         self._note(ref, detection)
         return detection
+
+    def writing_now(self, quiet: float = 2.0) -> bool:
+        """Whether the trainer is writing a checkpoint right now: a folder not complete yet
+        whose newest file changed within `quiet` seconds of when we last looked, and we looked
+        within `quiet` seconds (the watch loop re-judges such folders every second; an old
+        observation says nothing)."""
+        now = self._clock()
+        with self._writes_lock:
+            looks = list(self._writes.values())
+        return any(now - seen <= quiet and seen - mtime <= quiet for mtime, seen in looks)
 
     def _forget(self, name: str) -> None:
         """Drop what is kept for a folder that is gone (rotation), so memory stays bounded."""
         self._complete.pop(name, None)
+        with self._writes_lock:
+            self._writes.pop(name, None)
         self._last_reason.pop(name, None)
         self._last_reason.pop(f"marker:{name}", None)
 

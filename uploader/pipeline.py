@@ -73,6 +73,8 @@ FINISHED = frozenset({State.VERIFIED, State.PRUNED, State.SUPERSEDED, State.DELE
 # re-commit would be a no-op: the client skips files whose remote oid matches, and the storage
 # dedups objects it (wrongly) believes intact.
 RESEND_KEY = "resend:"
+# How often a wait for the trainer's save re-checks whether the save is over (s).
+YIELD_POLL = 0.2
 # Versions of one folder saved within the same second that still get distinct repo ids.
 MAX_SAME_SECOND_VERSIONS = 60
 
@@ -87,6 +89,8 @@ class PipelineConfig:
     round_backoff: float = 60.0
     round_backoff_max: float = 1800.0
     source_host: str = field(default_factory=socket.gethostname)
+    # While the trainer writes a checkpoint, hashing and new uploads wait up to this long (s).
+    yield_to_saves: float = 0.0
 
 
 class Pipeline:
@@ -101,8 +105,10 @@ class Pipeline:
         hub: HubClient,
         events: Events | None = None,
         clock: Callable[[], float] = time.time,
+        stop: threading.Event | None = None,
     ) -> None:
         self.config = config
+        self._stop = stop or threading.Event()
         self.store = store
         self.detector = detector
         self.stager = stager
@@ -256,8 +262,22 @@ class Pipeline:
         with self._claim_lock:
             self._in_flight.discard(record.id)
 
+    def yield_to_trainer(self) -> None:
+        """While the trainer is writing a checkpoint, wait (up to `yield_to_saves` seconds) so
+        the save gets the disk and the CPU; bytes already handed to the library keep going."""
+        limit = self.config.yield_to_saves
+        if limit <= 0 or not self.detector.writing_now():
+            return
+        log.info("the trainer is saving a checkpoint: hashing and uploads wait",
+                 extra={"at_most_s": limit})
+        deadline = time.monotonic() + limit
+        while self.detector.writing_now() and time.monotonic() < deadline:
+            if self._stop.wait(YIELD_POLL):
+                return
+
     def upload(self, record: Record) -> Record:
         """One attempt at one record; every outcome is recorded before returning."""
+        self.yield_to_trainer()
         try:
             staged = self._staged_copy(record)
         except StagingError as exc:
@@ -380,6 +400,7 @@ class Pipeline:
                     continue
                 local = staged.path / stat.path
                 if stat.path not in known:
+                    self.yield_to_trainer()
                     known[stat.path] = digest_file(local)
                 sender.submit([upload_operation(stat.path, local, stat.size,
                                                 None if use_xet else known[stat.path].sha256)])
@@ -404,6 +425,7 @@ class Pipeline:
                 continue  # PEFT's card often has metadata the Hub rejects; ours replaces it
             local = staged.path / stat.path
             if stat.path not in known:
+                self.yield_to_trainer()
                 known[stat.path] = digest_file(local)
             files.append(LocalFile(stat.path, known[stat.path], local_path=local))
         return self._with_card_and_manifest(record, files)

@@ -26,6 +26,7 @@ from uploader.hub import HubClient, HubConfig, Identity
 from uploader.lock import StateLock
 from uploader.pacing import PACING_FILENAME, Pacer, pacer_from_limits
 from uploader.pipeline import FINISHED, Pipeline, PipelineConfig
+from uploader.priority import lower_priority
 from uploader.retry import RetryPolicy
 from uploader.settings import UploaderSettings
 from uploader.stage import DEFAULT_DENYLIST, Stager
@@ -196,6 +197,10 @@ def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapp
     check_rank(environ, settings.any_rank)
     check_output_dir(settings, must_exist=not wait_for_hub)
     tokens = token_provider(environ)
+    # Before any library starts a thread: new threads inherit the priority.
+    applied = lower_priority(settings.nice, settings.io_priority)
+    log.debug("running at lower priority so training goes first", extra={
+        "nice": applied.nice, "io_priority": applied.io})
     state_dir = settings.resolved_state_dir
     # The lock first: a second uploader must not even initialise the database while the
     # first one holds it (concurrent WAL set-up can fail with "database is locked").
@@ -210,7 +215,8 @@ def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapp
     config = PipelineConfig(
         output_dir=settings.output_dir, namespace=namespace, prefix=settings.repo_prefix,
         base_model=run.base_model if run else None, run_id=run.run_id if run else None,
-        round_backoff=settings.round_backoff, round_backoff_max=settings.round_backoff_max)
+        round_backoff=settings.round_backoff, round_backoff_max=settings.round_backoff_max,
+        yield_to_saves=settings.yield_to_saves)
     detector = CompletionDetector(settings.output_dir, settings.settle_seconds,
                                   abandoned_after=settings.abandoned_after,
                                   markers_expected=lambda: run_in_progress(settings))
@@ -219,7 +225,7 @@ def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapp
     live = {r.version_key for r in store.all() if r.state not in FINISHED}
     for removed in stager.reconcile(live):
         log.info("removed leftover staging", extra={"key": removed})
-    pipeline = Pipeline(config, store, detector, stager, hub, events=events)
+    pipeline = Pipeline(config, store, detector, stager, hub, events=events, stop=stop)
     return Opened(store=store, pipeline=pipeline, namespace=namespace, hub=hub)
 
 

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from shared import env as shared_env
 from shared.layout import default_state_dir
 from shared.naming import DEFAULT_PREFIX, RepoNameError, validate_part, validate_prefix
+from uploader.priority import IoPriority
 
 DEFAULT_OUTPUT_DIR = Path("./llama3-medical-ner-lora")
 
@@ -129,6 +130,13 @@ class UploaderSettings(BaseSettings):
     auth_failure_grace: float = _opt(600.0, "with --exit-when-done: once the run ended and only "
                                      "auth failures remain, exit 1 after this long (s)",
                                      ("watch",))
+    nice: int = _opt(10, "CPU niceness to run at, so training gets the CPU first (0: as "
+                     "started; a higher niceness already set is kept)", UPLOADING)
+    io_priority: IoPriority = _opt(IoPriority.LOW, "I/O priority: low (best-effort, lowest "
+                                   "level), idle (only when the disk is otherwise idle), or "
+                                   "normal", UPLOADING)
+    yield_to_saves: float = _opt(30.0, "while the trainer is writing a checkpoint, hashing and "
+                                 "new uploads wait up to this long (s; 0: never)", ("watch",))
     dry_run: bool = _opt(False, "print the plan, change nothing", ("backfill", "cleanup"))
     json_output: bool = _opt(False, "print JSON only", ("status", "best"), flag="--json")
     health: bool = _opt(False, "exit 0 when a watcher holds the state and ran recently", ("status",))
@@ -210,6 +218,13 @@ class UploaderSettings(BaseSettings):
     def _at_least_one(cls, value: int) -> int:
         if value < 1:
             raise ValueError(f"must be at least 1, not {value}")
+        return value
+
+    @field_validator("nice")
+    @classmethod
+    def _niceness(cls, value: int) -> int:
+        if not 0 <= value <= 19:
+            raise ValueError(f"must be between 0 and 19 (Linux niceness), not {value}")
         return value
 
     @field_validator("free_space_warning")

@@ -253,3 +253,12 @@ def test_the_trainers_wandb_runs_land_on_the_checkpoints_volume() -> None:
     wandb_dir = df.environment(trainer).get("WANDB_DIR")
     assert wandb_dir is not None and df.mounts(trainer).get(wandb_dir) == "checkpoints", (
         wandb_dir, df.mounts(trainer))
+
+
+def test_training_goes_first_for_the_cpu() -> None:
+    services = df.compose()["services"]
+    trainer_weight = int(services["trainer"].get("cpu_shares", 1024))  # Docker's default
+    uploader = services["uploader"]
+    assert int(uploader["cpu_shares"]) * 4 <= trainer_weight, "the uploader's CPU weight"
+    assert "cpus" not in uploader and "cpu_quota" not in uploader, (
+        "a hard CPU cap would throttle hashing even on idle cores")

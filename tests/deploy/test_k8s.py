@@ -320,3 +320,19 @@ def test_the_trainers_wandb_runs_land_on_the_checkpoints_volume_in_k8s() -> None
     wandb_dir = {e["name"]: e.get("value") for e in trainer["env"]}.get("WANDB_DIR")
     mounts = {m["mountPath"]: m["name"] for m in trainer["volumeMounts"]}
     assert wandb_dir is not None and mounts.get(wandb_dir) == "checkpoints", (wandb_dir, mounts)
+
+
+def test_training_goes_first_for_the_cpu() -> None:
+    spec = pod(TRAINING)
+    trainer, uploader = container(spec, "trainer"), container(spec, "uploader")
+
+    def millicores(value: str) -> float:
+        return float(value[:-1]) if value.endswith("m") else float(value) * 1000
+
+    requests = trainer["resources"].get("requests", {})
+    # Without a request the trainer's cgroup weight is the minimum: the uploader would win.
+    assert "cpu" in requests, "the trainer needs a CPU request"
+    assert millicores(uploader["resources"]["requests"]["cpu"]) * 8 <= millicores(
+        requests["cpu"])
+    assert "cpu" not in uploader["resources"].get("limits", {}), (
+        "a CPU limit would throttle hashing even on idle cores")

@@ -30,7 +30,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
                             "max_commits_per_hour", "max_repos_per_hour", "round_backoff",
                             "round_backoff_max", "auth_failure_grace")),
     ("running", ("concurrency", "drain_grace", "exit_when_done", "run_end_grace", "any_rank",
-                 "wait_for_lock", "max_staged_bytes")),
+                 "wait_for_lock", "max_staged_bytes", "nice", "io_priority", "yield_to_saves")),
     ("pruning", ("prune", "keep_last", "prune_best", "free_space_warning", "prune_check")),
     ("selection", ("metric", "keep_best", "keep_latest")),
     ("output", ("dry_run", "yes", "json_output", "health", "health_max_age", "deep")),
