@@ -8,7 +8,9 @@ on preupload, the LFS batch and transfers, and the Xet token route) and sleeps a
 talks to, a response hook hands every rate limit, and every other retryable answer that
 announces a wait, straight to the uploader's own policy (`uploader.retry`): there it is waited
 out interruptibly, capped by `--max-rate-limit-wait`, or ends the attempt as rate-limited.
-Short unannounced 5xx retries stay with the library (at most seconds each).
+Short unannounced 5xx retries stay with the library (at most seconds each) until a stop is
+requested (SIGTERM): from then on every retryable answer ends the attempt at once, so the drain
+never waits out the library's remaining retries.
 """
 
 from __future__ import annotations
@@ -31,15 +33,23 @@ class _ClientSettings:
         self.lock = threading.Lock()
         self.timeouts: tuple[float, float] | None = None
         self.hosts: set[str] = set()
+        self.stops: list[threading.Event] = []  # the clients' stop events (SIGTERM)
+
+    def stopping(self) -> bool:
+        return any(stop.is_set() for stop in self.stops)
 
 
 _SETTINGS = _ClientSettings()
 
 
-def install_http_client(connect_timeout: float, read_timeout: float, host: str) -> None:
-    """Timeouts for every request, and rate limits from `host` to our policy (idempotent)."""
+def install_http_client(connect_timeout: float, read_timeout: float, host: str,
+                        stop: threading.Event | None = None) -> None:
+    """Timeouts for every request, and rate limits from `host` to our policy (idempotent);
+    once `stop` is set, no retryable answer from `host` is retried by the library."""
     with _SETTINGS.lock:
         _SETTINGS.hosts.add(host)
+        if stop is not None and not any(stop is known for known in _SETTINGS.stops):
+            _SETTINGS.stops.append(stop)
         wanted = (connect_timeout, read_timeout)
         if _SETTINGS.timeouts == wanted:
             return
@@ -63,7 +73,8 @@ def _announced_waits(response: httpx2.Response) -> None:
         return
     from uploader.retry import announced_wait, classify
 
-    if response.status_code != 429 and not announced_wait(response):
+    if response.status_code != 429 and not announced_wait(response) and \
+            not _SETTINGS.stopping():
         return
     response.read()  # the error then carries the server's own words
     request = response.request

@@ -169,7 +169,7 @@ class HubClient:
         self._xet_served: bool | None = None if config.xet_fallback else config.use_xet
         self._xet_lock = threading.Lock()
         install_http_client(config.connect_timeout, config.read_timeout,
-                            urlsplit(self.endpoint).hostname or "")
+                            urlsplit(self.endpoint).hostname or "", stop)
 
     # -- plumbing -------------------------------------------------------------------------
 

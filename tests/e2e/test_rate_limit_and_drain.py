@@ -162,3 +162,23 @@ def test_uploader_beside_a_non_zero_rank_refuses_with_one_line(hub, tmp_path):
     assert len(lines) == 1 and "NODE_RANK=2" in lines[0] and "rank 0" in lines[0], lines
     assert not (out / ".uploader").exists(), "refused before touching anything"
     assert not [e for e in hub.log() if e["path"] != "/_devhub/log"]
+
+
+def test_sigterm_during_the_librarys_own_5xx_retries_ends_them(hub, tmp_path):
+    # huggingface_hub retries a 503 on preupload 5 times (1+2+4+8+8 s of sleeps) inside one of
+    # our calls; once SIGTERM arrived, the next retryable answer ends the attempt instead.
+    out = tmp_path / "out"
+    write_run(out, steps=(50,))
+    hub.add_faults({"action": "status", "status": 503, "path": "/preupload/"})
+    grace = 30
+    proc = watch(hub, out, tmp_path, "--drain-grace", str(grace), WANDB_MODE="disabled")
+    wait_for(lambda: any("/preupload/" in e["path"] and e["status"] == 503 for e in hub.log()),
+             60, "the library retrying a 503")
+    started = time.monotonic()
+    proc.terminate()
+    assert proc.wait(grace * 2) == 0, proc.output()
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, f"exited {elapsed:.1f} s after SIGTERM: the library kept retrying"
+    assert "abandoned" not in proc.output()
+    (record,) = [r for r in records(out) if r.folder == "checkpoint-50"]
+    assert record.state in (State.PENDING, State.FAILED) and not record.permanent, record
