@@ -1,4 +1,4 @@
-"""`python -m bench` (`make bench`): the three benchmarks in turn, each printing its table.
+"""`python -m bench` (`make bench`): the three benchmarks in turn, each printing its table(s).
 
     python -m bench [--tiny] [--only training|upload|scale ...] [--work-dir DIR]
 

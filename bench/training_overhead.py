@@ -2,13 +2,20 @@
 
     python -m bench.training_overhead [--repeats 3] [--bandwidth-mb 16] [--pad-mb auto]
                                       [--max-steps -1] [--save-steps 50] [--trainer-threads 1]
-                                      [--variants abcd] [--hub-dir /dev/shm]
+                                      [--variants abcde] [--hub-dir /dev/shm]
 
 The seed's numbers (450 steps, a checkpoint every 50: 9 checkpoints + the final adapter), each
 checkpoint padded so that uploading it through devhub's throttle takes about one save interval,
 four ways: (a) no uploads; (b) the seed's callback (`upload_folder` inside `on_save`);
 (c) Trainer's own `push_to_hub` with `hub_strategy="all_checkpoints"`; (d) the sidecar
 (`uploader watch --exit-when-done`, started first as a native sidecar is).
+
+And under load, the second core busy with another CPU-bound process: (a') no uploads and (e)
+the sidecar, each with a busy loop (`python -c 'while True: pass'`, not pinned: the scheduler
+places it as it would a neighbour's job) started just before the trainer and killed once the
+trainer exits (before the sidecar's drain). (e) is reported against (a'), the same load without
+uploads; (a') against (a). `--variants` takes the letters a-e; `e` brings (a') along as its
+baseline, and (a) always runs.
 
 Per run: training wall time (the `Trainer.train()` call) / (a) of the same repeat, what is on
 the Hub at the end, and the time from the end of `train()` until the last upload landed (the
@@ -48,8 +55,15 @@ from bench.common import (
     status_rows,
     uploader_env,
 )
-from bench.trainer_child import END_OF_TRAINING, NONE, PUSH, PUSH_REPO, SIDECAR, VARIANTS
+from bench.trainer_child import END_OF_TRAINING, NONE, PUSH, PUSH_REPO, SIDECAR
+from bench.trainer_child import VARIANTS as CHILD_VARIANTS
 
+# Under load: the trainer child runs the base variant while a busy loop takes the second core.
+LOADED_NONE, LOADED_SIDECAR = "a' no uploads, second core busy", "e sidecar, second core busy"
+BASE_OF = {LOADED_NONE: NONE, LOADED_SIDECAR: SIDECAR}
+BASELINE_OF = {LOADED_SIDECAR: LOADED_NONE}  # the rest: (a)
+VARIANTS = (*CHILD_VARIANTS, LOADED_NONE, LOADED_SIDECAR)
+LOAD_COMMAND = (sys.executable, "-c", "while True: pass")
 TARGET_RATIO = 1.05
 TRAIN_TIMEOUT_S = 3600.0
 DRAIN_TIMEOUT_S = 900.0
@@ -80,6 +94,7 @@ class Sample:
     drain_s: float | None  # None: something never reached the Hub
     sidecar_cpu_s: float | None  # the uploader process, from `watching` to its exit
     hub_cpu_s: float  # devhub, from the trainer's start to the last upload
+    load_cpu_s: float | None = None  # the busy loop of (a') and (e)
 
 
 # -- the benchmark -------------------------------------------------------------------------
@@ -105,16 +120,22 @@ def hub_inventory(api: Any, variant: str) -> int:
     return count
 
 
+def variant_letter(variant: str) -> str:
+    """"a", "b", ..., "a'", "e": what the table's variant names start with."""
+    return variant.split()[0]
+
+
 def run_once(variant: str, config: Config, pad_bytes: int) -> Sample:
     from huggingface_hub import HfApi
 
+    base = BASE_OF.get(variant, variant)
     with scratch(config.work_dir, "bench-train-") as root, \
             scratch(config.hub_dir, "bench-train-hub-") as hub_data, \
             devhub(hub_data, throttle(config.bandwidth)) as hub, ExitStack() as stack:
         out = root / "out"
         env = client_env(hub.url, root / "hf-home")
         uploader, sidecar = None, None
-        if variant == SIDECAR:
+        if base == SIDECAR:
             uploader = _start_sidecar(hub.url, root, out)
             stack.callback(uploader.stop)
             sidecar = stack.enter_context(ProcessSampler(uploader.pid))
@@ -123,16 +144,24 @@ def run_once(variant: str, config: Config, pad_bytes: int) -> Sample:
         # (receiving, hashing, storing) from taking the trainer's core when the machine is busy.
         hub_process.nice(HUB_NICENESS)
         cpu_before = (cpu_seconds(hub_process), sidecar.cpu if sidecar else 0.0)
-        timings = _train(variant, config, pad_bytes, root, out, env)
+        load = None
+        if variant in BASE_OF:
+            load = LoggedProcess(LOAD_COMMAND, env, root / "load.log")
+            stack.callback(load.stop)
+        timings = _train(base, config, pad_bytes, root, out, env)
+        load_cpu = None
+        if load is not None:
+            load_cpu = cpu_seconds(psutil.Process(load.pid))
+            load.stop()
         expected = int(timings["global_step"]) // config.save_steps + 1
         last_upload = _drain(uploader, out, hub.url, root) if uploader else timings["job_end"]
         hub_cpu = cpu_seconds(hub_process) - cpu_before[0]
         sidecar_cpu = sidecar.cpu - cpu_before[1] if sidecar else None
-        on_hub = hub_inventory(HfApi(endpoint=hub.url, token=env["HF_TOKEN"]), variant)
+        on_hub = hub_inventory(HfApi(endpoint=hub.url, token=env["HF_TOKEN"]), base)
     complete = on_hub >= expected and last_upload is not None
     drain = last_upload - timings["train_end"] if complete and last_upload else None
     return Sample(variant, timings["train_end"] - timings["train_start"], expected, on_hub,
-                  drain, sidecar_cpu, hub_cpu)
+                  drain, sidecar_cpu, hub_cpu, load_cpu)
 
 
 def _start_sidecar(endpoint: str, root: Path, out: Path) -> LoggedProcess:
@@ -188,7 +217,8 @@ def measure(config: Config) -> tuple[list[Sample], str]:
         sample = run_once(variant, config, pad)
         print(f"repeat {repeat + 1}/{config.repeats} {variant}: train {sample.train_s:.1f} s, "
               f"{sample.on_hub}/{sample.expected} on the Hub, drain {fmt(sample.drain_s, 1)} s, "
-              f"CPU sidecar {fmt(sample.sidecar_cpu_s, 1)} s devhub {sample.hub_cpu_s:.1f} s",
+              f"CPU sidecar {fmt(sample.sidecar_cpu_s, 1)} s devhub {sample.hub_cpu_s:.1f} s"
+              + (f" load {sample.load_cpu_s:.1f} s" if sample.load_cpu_s is not None else ""),
               flush=True)
         samples.append(sample)
     return samples, pad_note
@@ -209,9 +239,13 @@ def table(samples: list[Sample], config: Config, pad_note: str) -> Table:
         f"max_steps {config.max_steps} (-1 = the seed's 3 epochs), save every "
         f"{config.save_steps}; W&B off",
     ]
-    base = [s.train_s for s in samples if s.variant == NONE]
+    if LOADED_NONE in config.variants:
+        result.notes.append(
+            "second core busy: a `while True: pass` process (not pinned) from the trainer's "
+            "start to its exit; x (a) is against (a) for (a'), against (a') for (e)")
     for variant in config.variants:
         runs = [s for s in samples if s.variant == variant]
+        base = [s.train_s for s in samples if s.variant == BASELINE_OF.get(variant, NONE)]
         ratio = median(ratios([s.train_s for s in runs], base))
         hub = f"{median([s.on_hub for s in runs]):g}/{runs[0].expected}"
         sidecar = [s.sidecar_cpu_s for s in runs if s.sidecar_cpu_s is not None]
@@ -222,7 +256,7 @@ def table(samples: list[Sample], config: Config, pad_note: str) -> Table:
 
 
 def _drain_cell(runs: list[Sample]) -> str:
-    if runs[0].variant == NONE:
+    if BASE_OF.get(runs[0].variant, runs[0].variant) == NONE:
         return "-"
     done = [s.drain_s for s in runs if s.drain_s is not None]
     if not done:
@@ -232,10 +266,11 @@ def _drain_cell(runs: list[Sample]) -> str:
 
 
 def _target(variant: str, ratio: float, runs: list[Sample]) -> tuple[str, str]:
-    if variant != SIDECAR:
+    if BASE_OF.get(variant, variant) != SIDECAR:
         return "-", "-"
     met = ratio <= TARGET_RATIO and all(s.on_hub >= s.expected for s in runs)
-    return f"<= {TARGET_RATIO}x, all uploaded", "yes" if met else "no"
+    against = variant_letter(BASELINE_OF.get(variant, NONE))
+    return f"<= {TARGET_RATIO}x ({against}), all uploaded", "yes" if met else "no"
 
 
 def parse(argv: list[str] | None) -> Config:
@@ -257,10 +292,14 @@ def parse(argv: list[str] | None) -> Config:
     parser.add_argument("--hub-dir", type=Path, default=DEFAULT_HUB_DIR if
                         DEFAULT_HUB_DIR.is_dir() else None,
                         help="devhub's data (default: tmpfs when there is one)")
-    parser.add_argument("--variants", default="abcd",
-                        help="letters of the variants to run; (a) always runs, as the baseline")
+    parser.add_argument("--variants", default="abcde",
+                        help="letters of the variants to run (a-e); (a) always runs, as the "
+                             "baseline, and e brings its loaded baseline (a') along")
     args = parser.parse_args(argv)
-    variants = tuple(v for v in VARIANTS if v[0] in args.variants or v == NONE)
+    letters = set(args.variants) | {"a"} | ({"a'"} if "e" in args.variants else set())
+    if set(args.variants) - set("abcde"):
+        parser.error("--variants takes letters from abcde")
+    variants = tuple(v for v in VARIANTS if variant_letter(v) in letters)
     if args.tiny:
         args.repeats, args.max_steps, args.save_steps = 1, 6, 3
         args.pad_mb = 1.0 if args.pad_mb is None else args.pad_mb

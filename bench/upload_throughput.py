@@ -1,4 +1,4 @@
-"""Upload efficiency: the sidecar end to end vs a bare `HfApi.upload_folder`, unthrottled.
+"""Upload efficiency and time to first byte: the sidecar vs a bare `HfApi.upload_folder`.
 
     python -m bench.upload_throughput [--sizes-mb 1024,4096] [--repeats 3] [--transfers xet,lfs]
         [--no-wandb-check]
@@ -15,16 +15,28 @@ default) and lfs (HF_HUB_DISABLE_XET=1 for both). Rates are MiB/s, with the sing
 rate measured in the same run beside them; CPU is user + system seconds of the client process
 and its threads (hf_xet's included) per GiB uploaded. The uploader's peak RSS is sampled with
 W&B off; one extra sidecar run with W&B on (offline) reports W&B's service process separately.
+
+Time to first byte, from the same runs (a second table): devhub's request log (each entry's
+`time` is when the request ended, `duration` since devhub read its headers, so a request began
+at time - duration), against the sidecar's clock start (the completion marker landing) and the
+bare one's (the `upload_folder` call). First byte = the first request that carries file bytes:
+a xorb POST to Xet storage (xet), an LFS object PUT (lfs); "first >= 1 MiB" the first such
+request with a MiB or more in its body (a large file's bytes, not a scheduler.pt); first upload
+call = the first request of the upload protocol at all (preupload, LFS batch, Xet token,
+storage). The sidecar's own state gives detected (marker -> `detected_at`) and detected ->
+verified for the same checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +59,7 @@ from bench.common import (
     status_rows,
     uploader_env,
 )
+from devhub.xet import STORAGE_PREFIX
 
 SIDECAR, BARE = "sidecar", "bare"
 BARE_COMMAND = "bare"
@@ -67,6 +80,8 @@ SHA256_SAMPLE = 512 * MiB
 SHA256_SAMPLE_TINY = 16 * MiB
 TARGET_RATIO = 1.0
 TARGET_RSS_MB = 150
+TARGET_FIRST_BYTE_S = 1.0
+BIG_REQUEST = MiB  # a request body this large carries a large file's bytes
 START_TIMEOUT_S = 120.0
 UPLOAD_TIMEOUT_S = 3600.0
 
@@ -82,6 +97,18 @@ class Config:
 
 
 @dataclass(frozen=True)
+class FirstBytes:
+    """When the upload's first requests began, in seconds after the side's clock started (the
+    marker landing, the `upload_folder` call); None: no such request."""
+
+    first_call: float | None  # preupload, LFS batch, Xet token or storage: the protocol starts
+    first_byte: float | None  # the first request carrying file bytes (xorb POST, LFS PUT)
+    first_big: float | None  # the first of those with >= BIG_REQUEST bytes in its body
+    detected: float | None = None  # sidecar: marker -> detected_at
+    detected_to_verified: float | None = None  # sidecar: detected_at -> verified_at
+
+
+@dataclass(frozen=True)
 class Sample:
     side: str
     size: int
@@ -90,6 +117,7 @@ class Sample:
     children_rss: int = 0
     transfer: str = "xet"
     cpu_seconds: float = 0.0  # user + system of the client process and its threads
+    first: FirstBytes | None = None
 
     @property
     def cpu_per_gib(self) -> float:
@@ -153,11 +181,40 @@ def sha256_rate(sample: int) -> float:
     return sample / MiB / (time.perf_counter() - started)
 
 
+# -- the request log -----------------------------------------------------------------------
+
+def carries_bytes(entry: dict, transfer: str) -> bool:
+    if transfer == "xet":
+        return entry["method"] == "POST" and "/v1/xorbs/" in entry["path"]
+    return entry["method"] == "PUT" and entry["path"].startswith("/_lfs/")
+
+
+def is_upload_call(entry: dict) -> bool:
+    path = entry["path"]
+    return ("/preupload/" in path or "/info/lfs/" in path or "/xet-write-token/" in path
+            or path.startswith((STORAGE_PREFIX, "/_lfs/")))
+
+
+def first_bytes(log: list[dict], since: float, transfer: str) -> FirstBytes:
+    """The first upload requests that began at `since` (epoch) or later, from devhub's log."""
+    begun = sorted((e["time"] - e["duration"], e) for e in log
+                   if e["time"] - e["duration"] >= since)
+
+    def first(wanted: Callable[[dict], bool]) -> float | None:
+        return next((start - since for start, e in begun if wanted(e)), None)
+
+    return FirstBytes(
+        first(is_upload_call), first(lambda e: carries_bytes(e, transfer)),
+        first(lambda e: carries_bytes(e, transfer) and e["bytes_in"] >= BIG_REQUEST))
+
+
 # -- the two sides -------------------------------------------------------------------------
 
 def run_sidecar(size: int, config: Config, wandb: bool = False, transfer: str = "xet") -> Sample:
+    from shared.layout import default_state_dir
     from shared.markers import build_marker, write_marker
     from shared.run_info import Outcome, finish_run, start_run
+    from uploader.state import StateStore
 
     with scratch(config.work_dir, "bench-upload-sidecar-") as root, \
             devhub(root / "hub") as hub:
@@ -172,7 +229,9 @@ def run_sidecar(size: int, config: Config, wandb: bool = False, transfer: str = 
                 uploader.wait_for(lambda text: "watching" in text, START_TIMEOUT_S,
                                   "uploader start")
                 write_folder(out / FOLDER, size)
-                write_marker(out, build_marker(out, FOLDER, run_id=info.run_id, step=STEP))
+                marker = build_marker(out, FOLDER, run_id=info.run_id, step=STEP)
+                landing = time.time()  # first-byte clock: from just before the rename
+                write_marker(out, marker)
                 complete = time.time()
                 finish_run(out, Outcome.COMPLETED)
                 uploader.wait(UPLOAD_TIMEOUT_S)
@@ -181,8 +240,13 @@ def run_sidecar(size: int, config: Config, wandb: bool = False, transfer: str = 
         rows = [r for r in status_rows(out, env) if r["folder"] == FOLDER]
         if not rows or rows[0]["state"] != "verified":
             raise RuntimeError(f"sidecar did not verify {FOLDER}:\n{uploader.output()[-3000:]}")
+        with StateStore.open(default_state_dir(out), readonly=True) as store:
+            record = next(r for r in store.all() if r.folder == FOLDER)
+        first = dataclasses.replace(
+            first_bytes(hub.log(), landing, transfer), detected=record.detected_at - landing,
+            detected_to_verified=(record.verified_at or float("nan")) - record.detected_at)
         return Sample(SIDECAR, size, rows[0]["verified_at"] - complete, rss.peak,
-                      rss.children_peak, transfer, rss.cpu)
+                      rss.children_peak, transfer, rss.cpu, first)
 
 
 def run_bare(size: int, config: Config, transfer: str = "xet") -> Sample:
@@ -198,8 +262,10 @@ def run_bare(size: int, config: Config, transfer: str = "xet") -> Sample:
             code = child.wait(UPLOAD_TIMEOUT_S)
         if code != 0:
             raise RuntimeError(f"bare upload exited {code}:\n{child.output()[-3000:]}")
-        return Sample(BARE, size, json.loads(result.read_text())["seconds"], rss.peak,
-                      transfer=transfer, cpu_seconds=rss.cpu)
+        timing = json.loads(result.read_text())
+        return Sample(BARE, size, timing["seconds"], rss.peak, transfer=transfer,
+                      cpu_seconds=rss.cpu,
+                      first=first_bytes(hub.log(), timing["started_at"], transfer))
 
 
 def bare_main(argv: list[str]) -> int:
@@ -213,9 +279,11 @@ def bare_main(argv: list[str]) -> int:
     api = HfApi()
     repo_id = f"{USER}/bare-upload"
     api.create_repo(repo_id, private=True)  # as the sidecar creates its repos
+    started_at = time.time()  # epoch, against devhub's request log
     started = time.monotonic()
     api.upload_folder(folder_path=str(args.folder), repo_id=repo_id)
-    args.result.write_text(json.dumps({"seconds": time.monotonic() - started}))
+    args.result.write_text(json.dumps({"seconds": time.monotonic() - started,
+                                       "started_at": started_at}))
     return 0
 
 
@@ -231,10 +299,12 @@ def measure(config: Config) -> tuple[list[Sample], list[float], Sample | None]:
                 for side in rotated((SIDECAR, BARE), repeat):
                     sample = (run_sidecar(size, config, transfer=transfer) if side == SIDECAR
                               else run_bare(size, config, transfer))
+                    first = sample.first.first_byte if sample.first else None
                     print(f"repeat {repeat + 1}/{config.repeats} {transfer} {size / MiB:.0f} "
                           f"MiB {side}: {sample.rate:.0f} MiB/s, peak RSS "
                           f"{sample.peak_rss / MiB:.0f} MiB, CPU "
-                          f"{sample.cpu_per_gib:.1f} s/GiB", flush=True)
+                          f"{sample.cpu_per_gib:.1f} s/GiB, first byte {fmt(first)} s",
+                          flush=True)
                     samples.append(sample)
     wandb = run_sidecar(min(config.sizes), config, wandb=True) if config.wandb_check else None
     return samples, sha_rates, wandb
@@ -271,6 +341,41 @@ def table(samples: list[Sample], sha_rates: list[float], wandb: Sample | None,
                        fmt(max(s.peak_rss for s in bare) / MiB, 0), fmt(cpu_side),
                        fmt(cpu_bare), target, met)
     return result
+
+
+def first_byte_table(samples: list[Sample], config: Config) -> Table:
+    result = Table("Time to first byte", [
+        "transfer", "size MiB", "detected s", "first upload call s", "first byte s",
+        "first >= 1 MiB s", "detected -> verified s", "bare first byte s", "target", "met"])
+    result.notes += [
+        f"the same runs as the upload table, medians of {config.repeats}; sidecar times from "
+        "the completion marker landing, bare from the `upload_folder` call; a request's start "
+        "= devhub's log time - duration; first byte = the first xorb POST (xet) or LFS object "
+        "PUT (lfs); first >= 1 MiB = the first of those with a MiB or more in its body; first "
+        "upload call = preupload, LFS batch, Xet token or storage; detected = marker -> the "
+        "uploader's detected_at",
+    ]
+    for transfer in config.transfers:
+        for size in config.sizes:
+            side = [s.first for s in samples if s.first is not None
+                    and (s.transfer, s.size, s.side) == (transfer, size, SIDECAR)]
+            bare = [s.first for s in samples if s.first is not None
+                    and (s.transfer, s.size, s.side) == (transfer, size, BARE)]
+            first_byte = _median_of(side, "first_byte")
+            met = first_byte <= TARGET_FIRST_BYTE_S and all(r.first_byte is not None
+                                                             for r in side)
+            result.add(transfer, f"{size / MiB:.0f}", fmt(_median_of(side, "detected")),
+                       fmt(_median_of(side, "first_call")), fmt(first_byte),
+                       fmt(_median_of(side, "first_big")),
+                       fmt(_median_of(side, "detected_to_verified")),
+                       fmt(_median_of(bare, "first_byte")),
+                       f"first byte <= {TARGET_FIRST_BYTE_S:g} s", "yes" if met else "no")
+    return result
+
+
+def _median_of(runs: list[FirstBytes], name: str) -> float:
+    """The median of one FirstBytes field over the runs that have it."""
+    return median([v for v in (getattr(r, name) for r in runs) if v is not None])
 
 
 def _target(largest: bool, ratio: float, rss: float, cpu_ok: bool) -> tuple[str, str]:
@@ -310,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse(argv)
     samples, sha_rates, wandb = measure(config)
     table(samples, sha_rates, wandb, config).print()
+    first_byte_table(samples, config).print()
     return 0
 
 
