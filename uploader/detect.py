@@ -124,22 +124,27 @@ class _Verdict(Exception):
 
 def scan_folder(folder: Path) -> _Scan:
     """Stat every entry under `folder`; FileNotFoundError when it vanishes meanwhile."""
-    root = Path(folder)
+    # Plain strings, not Path objects: this runs for every folder on every rescan.
+    root = os.fspath(folder)
     newest = os.stat(root, follow_symlinks=False).st_mtime_ns
     files: list[FileStat] = []
     inodes: list[tuple[str, int]] = []
     regular: set[str] = set()
+    skip = len(root.rstrip(os.sep)) + 1
     pending = [root]
     while pending:
         current = pending.pop()
         with os.scandir(current) as it:
             for entry in it:
                 st = entry.stat(follow_symlinks=False)
-                newest = max(newest, st.st_mtime_ns)
+                if st.st_mtime_ns > newest:
+                    newest = st.st_mtime_ns
                 if stat.S_ISDIR(st.st_mode):
-                    pending.append(Path(entry.path))
+                    pending.append(entry.path)
                     continue
-                rel = Path(entry.path).relative_to(root).as_posix()
+                rel = entry.path[skip:]
+                if os.sep != "/":
+                    rel = rel.replace(os.sep, "/")
                 files.append(FileStat(rel, st.st_size, st.st_mtime_ns))
                 inodes.append((rel, st.st_ino))
                 if stat.S_ISREG(st.st_mode):

@@ -28,6 +28,7 @@ from typing import Any, Protocol, TextIO
 
 from shared.naming import RepoNameError, parse_repo_id
 from uploader.hfcompat import count_transfer
+from uploader.units import human_bytes
 
 # At most this many redraws per second.
 REDRAW_INTERVAL = 0.25
@@ -35,14 +36,6 @@ FALLBACK_WIDTH = 80
 # Clear the current line: carriage return, then erase to its end; and move one line up.
 CLEAR_LINE = "\r\x1b[K"
 LINE_UP = "\x1b[1A"
-
-
-def human_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1000
-    return f"{size:.1f} TB"
 
 
 def human_duration(seconds: float) -> str:

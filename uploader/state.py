@@ -28,6 +28,8 @@ from uploader.detect import FolderVersion
 from uploader.errors import ConfigError
 
 DB_FILENAME = "state.db"
+# Meta key: when the watcher's loops last ran, for `status --health`.
+HEARTBEAT_KEY = "watcher_heartbeat"
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 
@@ -206,6 +208,19 @@ class StateStore:
     def by_key(self, version_key: str) -> Record | None:
         rows = self._select("WHERE version_key = ?", (version_key,))
         return rows[0] if rows else None
+
+    def latest_states(self) -> dict[str, State]:
+        """Each folder's newest record's state (two columns, no row decoding: every rescan)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT folder, state FROM checkpoints ORDER BY id"
+                                      ).fetchall()
+        return {str(folder): State(state) for folder, state in rows}
+
+    def has_key(self, version_key: str) -> bool:
+        """Whether this version is recorded (cheaper than `by_key`: every rescan asks)."""
+        with self._lock:
+            return self._conn.execute("SELECT 1 FROM checkpoints WHERE version_key = ?",
+                                      (version_key,)).fetchone() is not None
 
     def by_folder(self, folder: str) -> list[Record]:
         return self._select("WHERE folder = ?", (folder,), order="ORDER BY id DESC")

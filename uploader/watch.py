@@ -33,6 +33,8 @@ OVERFLOW_MESSAGE = "queue overflowed"
 # Re-judge a folder that is not complete yet at least this often even without events: settle
 # windows end without any event, and a marker may land on a network filesystem silently.
 RECHECK_INTERVAL = 1.0
+# Finished (verified) folders re-judged per rescan, in turn: idle cost flat in their number.
+FINISHED_RECHECKS_PER_SCAN = 500
 # Free space is checked after every prune pass, and at least this often between them.
 SPACE_CHECK_INTERVAL = 30.0
 
@@ -193,7 +195,7 @@ class Watcher:
             self.last_loop = time.time()
 
     def _judge_all(self) -> None:
-        detections = self.pipeline.scan()
+        detections = self.pipeline.scan(FINISHED_RECHECKS_PER_SCAN)
         self.incomplete = {n for n, d in detections.items() if d.verdict is Verdict.NOT_YET}
         self.full_scans += 1
         if self.full_scans == 1:

@@ -16,12 +16,11 @@ from collections import Counter
 from typing import Any
 
 from uploader.cli import EXIT_FAILED, EXIT_OK
-from uploader.cli.console import human_bytes
 from uploader.lock import lock_holder
-from uploader.pipeline import HEARTBEAT_KEY
 from uploader.retention import best_record, current_run_id
 from uploader.settings import UploaderSettings
-from uploader.state import DB_FILENAME, Record, StateStore
+from uploader.state import DB_FILENAME, HEARTBEAT_KEY, Record, StateStore
+from uploader.units import human_bytes
 
 COLUMNS = ("step", "kind", "state", "repo_id", "url", "size", "eval_loss", "attempts",
            "last_error")

@@ -1,0 +1,82 @@
+"""The watcher's rescans judge every unfinished folder and, in turn, a bounded number of
+finished ones (issue 15: idle cost flat over 10,000 verified checkpoints), yet a finished
+folder rewritten in place is still found within len(finished) / budget rescans."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from shared.layout import list_folders
+from shared.run_info import start_run
+from tests.support.checkpoints import write_checkpoint
+from uploader.detect import CompletionDetector, Verdict
+from uploader.pipeline import Pipeline, PipelineConfig
+from uploader.stage import Stager
+from uploader.state import State, StateStore
+
+from .conftest import HubClientFactory
+
+STEPS = (10, 20, 30, 40, 50)
+BUDGET = 2
+
+
+class CountingDetector(CompletionDetector):
+    judged: list[str]
+
+    def check(self, ref):  # type: ignore[no-untyped-def]
+        self.judged.append(ref.name)
+        return super().check(ref)
+
+
+@pytest.fixture
+def verified(tmp_path: Path, request, make_hub_client: HubClientFactory
+             ) -> tuple[Pipeline, CountingDetector, str]:
+    out = tmp_path / "out"
+    run = start_run(out, base_model="tiny", resume=False)
+    for step in STEPS:
+        write_checkpoint(out, step, run_id=run.run_id)
+    store = StateStore.open(out / ".uploader")
+    request.addfinalizer(store.close)
+    detector = CountingDetector(out, 0.0)
+    detector.judged = []
+    pipeline = Pipeline(PipelineConfig(output_dir=out, namespace="alice", prefix="p"), store,
+                        detector, Stager(out / ".uploader" / "staging"), make_hub_client())
+    pipeline.scan()
+    for record in store.all():
+        store.update(record.id, state=State.VERIFIED)
+    write_checkpoint(out, 60, run_id=run.run_id, marker=False)  # being written: unfinished
+    return pipeline, detector, run.run_id
+
+
+def test_each_rescan_judges_the_unfinished_and_a_budget_of_finished_folders(verified) -> None:
+    pipeline, detector, _ = verified
+    seen: set[str] = set()
+    for _ in range(math.ceil(len(STEPS) / BUDGET)):
+        detector.judged = []
+        detections = pipeline.scan(BUDGET)
+        assert set(detections) == {r.name for r in list_folders(pipeline.config.output_dir)}
+        assert "checkpoint-60" in detector.judged, "an unfinished folder is judged every time"
+        finished = [n for n in detector.judged if n != "checkpoint-60"]
+        assert len(finished) <= BUDGET, detector.judged
+        seen |= set(finished)
+        assert all(d.verdict is not Verdict.GONE for d in detections.values())
+    assert seen == {f"checkpoint-{s}" for s in STEPS}, "every finished folder gets its turn"
+    detector.judged = []
+    pipeline.scan()  # backfill: every folder
+    assert len(detector.judged) == len(STEPS) + 1
+
+
+def test_a_finished_folder_rewritten_in_place_is_found_within_its_turn(verified) -> None:
+    pipeline, _, run_id = verified
+    out = pipeline.config.output_dir
+    write_checkpoint(out, 40, run_id=run_id, seed=7)  # a re-save: new bytes, new marker
+    before = len(pipeline.store.by_folder("checkpoint-40"))
+    for _ in range(math.ceil(len(STEPS) / BUDGET)):
+        pipeline.scan(BUDGET)
+        if len(pipeline.store.by_folder("checkpoint-40")) > before:
+            break
+    versions = pipeline.store.by_folder("checkpoint-40")
+    assert len(versions) == before + 1 and versions[0].state is State.PENDING, versions
