@@ -91,10 +91,13 @@ def lower_priority(nice: int, io: IoPriority) -> Applied:
     if value is not None:
         try:
             for tid in threads:
-                current = io_priority_of(tid)
-                # Never raise: an idle-class thread stays idle under "low".
-                if current >> _IOPRIO_CLASS_SHIFT != _IOPRIO_CLASS_IDLE:
-                    _syscall(_SYS_IOPRIO_SET, _IOPRIO_WHO_PROCESS, tid, value)
+                try:
+                    current = io_priority_of(tid)
+                    # Never raise: an idle-class thread stays idle under "low".
+                    if current >> _IOPRIO_CLASS_SHIFT != _IOPRIO_CLASS_IDLE:
+                        _syscall(_SYS_IOPRIO_SET, _IOPRIO_WHO_PROCESS, tid, value)
+                except ProcessLookupError:
+                    continue  # a thread that ended since /proc listed it
             applied_io = "idle" if io is IoPriority.IDLE else f"best-effort/{_BE_LOWEST}"
         except OSError as exc:
             log.info("I/O priority left as it is", extra={"error": str(exc)})

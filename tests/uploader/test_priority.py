@@ -19,16 +19,20 @@ from uploader.priority import IoPriority, io_priority_of, lower_priority
 ready, done = threading.Event(), threading.Event()
 def idle():
     ready.set(); done.wait()
-before = threading.Thread(target=idle); before.start(); ready.wait()
+before = threading.Thread(target=idle, daemon=True); before.start(); ready.wait()
 applied = lower_priority(int(sys.argv[1]), IoPriority(sys.argv[2]))
 late = {}
 def later():
     late["nice"] = os.getpriority(os.PRIO_PROCESS, 0); late["io"] = io_priority_of(0)
 after = threading.Thread(target=later); after.start(); after.join()
-tids = [int(t) for t in os.listdir("/proc/self/task")]
+nice, io = {}, {}
+for t in (int(t) for t in os.listdir("/proc/self/task")):
+    try:  # the `later` thread may still be listed for a moment after it ended
+        nice[t], io[t] = os.getpriority(os.PRIO_PROCESS, t), io_priority_of(t)
+    except ProcessLookupError:
+        pass
 print(json.dumps({"applied": [applied.nice, applied.io, applied.threads],
-                  "nice": {t: os.getpriority(os.PRIO_PROCESS, t) for t in tids},
-                  "io": {t: io_priority_of(t) for t in tids}, "late": late}))
+                  "nice": nice, "io": io, "late": late}))
 done.set()
 """
 BE_LOWEST = (2 << 13) | 7
