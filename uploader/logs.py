@@ -26,6 +26,7 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 # Loggers of the libraries the uploader runs; their records go through our handler only.
 LIBRARY_LOGGERS = ("huggingface_hub", "hf_xet", "httpx", "httpcore", "httpx2", "httpcore2",
                    "urllib3", "watchdog", "filelock", "wandb")
+WATCHDOG_LOGGER = "watchdog"
 # Their chatter stays at WARNING unless the uploader's own level asks for less.
 _QUIET_FLOOR = logging.WARNING
 _URL_USERINFO_RE = re.compile(r"(?<=://)[^/@\s]+@")
@@ -99,6 +100,8 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # The output obeys --log-level even for loggers kept more verbose on purpose (watchdog).
+    handler.setLevel(root.level)
     logging.captureWarnings(True)  # warnings.warn from libraries, as records of "py.warnings"
     # huggingface_hub adds its handler when its logging module is imported: import it now
     # (cheap) so that handler exists to be removed, whenever the library is imported later.
@@ -106,6 +109,9 @@ def setup_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None 
         import huggingface_hub.utils.logging  # noqa: F401
     for name in LIBRARY_LOGGERS:
         adopt_library_logger(name, max(_QUIET_FLOOR, root.level))
+    # watchdog says "queue overflowed" only as a WARNING, and the watcher turns that record
+    # into a full rescan (`uploader.watch.OverflowAlarm`): it must reach the alarm at any level.
+    logging.getLogger(WATCHDOG_LOGGER).setLevel(logging.WARNING)
 
 
 def current_format() -> str:
