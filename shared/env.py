@@ -34,6 +34,16 @@ DOTENV_FILE = ".env"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
+# What a Hub token looks like (user and org tokens), for redacting one a user typed where it
+# does not belong (a flag): the usage error that names the flag must not print the value.
+HUB_TOKEN_PATTERN = re.compile(r"\b(hf|api_org)_[A-Za-z0-9]{8,}")
+REDACTED = "***"
+
+
+def redact_tokens(text: str) -> str:
+    return HUB_TOKEN_PATTERN.sub(REDACTED, text)
+
+
 class TokenError(ValueError):
     """The token is configured but cannot be read; the message names the setting and the fix."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from shared.env import TokenError, apply_dotenv, read_token
+from shared.env import TokenError, apply_dotenv, read_token, redact_tokens
 from trainer.logs import configure_logging
 from trainer.settings import SettingsInputError, parse_settings
 
@@ -20,7 +20,8 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 
 def _error(message: str, hint: str | None = None) -> None:
-    print(f"Error: {message}", file=sys.stderr)
+    # A settings error may quote what was typed: a token pasted as a flag stays hidden.
+    print(f"Error: {redact_tokens(message)}", file=sys.stderr)
     if hint:
         print(f"Try: {hint}", file=sys.stderr)
 

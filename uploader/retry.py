@@ -43,6 +43,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import parse_ratelimit_headers
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
+from shared.env import HUB_TOKEN_PATTERN, REDACTED
 from uploader.errors import (
     AuthError,
     ConfigError,
@@ -87,11 +88,11 @@ _STATUS_ERRORS: tuple[type[BaseException], ...] = (
     httpx2.HTTPStatusError,
 )
 _RECOGNISED = (*_STATUS_ERRORS, *_TRANSPORT_ERRORS, HFValidationError)
-_HUB_TOKEN_RE = re.compile(r"\b(hf|api_org)_[A-Za-z0-9]{8,}")
+_HUB_TOKEN_RE = HUB_TOKEN_PATTERN
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
 # Pre-signed upload URLs carry their credential in the query string (X-Amz-Signature...).
 _URL_QUERY_RE = re.compile(r"(https?://[^\s?#\"']+)\?[^\s\"']+")
-_REDACTED = "***"
+_REDACTED = REDACTED
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()

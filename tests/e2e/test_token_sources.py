@@ -148,3 +148,5 @@ def test_a_token_given_as_a_flag_is_refused(flag: str, tmp_path: Path) -> None:
                               env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 2, (command, done.stdout, done.stderr[-2000:])
         assert "unrecognized arguments" in done.stderr, done.stderr[-2000:]
+        # The error names the flag, never the value typed after it.
+        assert WRONG_TOKEN not in done.stdout + done.stderr, done.stderr[-2000:]

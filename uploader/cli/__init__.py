@@ -51,7 +51,10 @@ class OneLineParser(argparse.ArgumentParser):
         self.json_errors = json_errors
 
     def error(self, message: str) -> NoReturn:
-        print_error(f"{message}; see `{self.prog} --help`", self.json_errors)
+        # argparse quotes what it did not understand: a token pasted as a flag stays hidden.
+        from uploader.logs import scrub
+
+        print_error(f"{scrub(message)}; see `{self.prog} --help`", self.json_errors)
         self.exit(EXIT_CONFIG)
 
 

@@ -43,7 +43,9 @@ def run(settings: UploaderSettings) -> int:
     if settings.json_output:
         print(json.dumps(rows, indent=2))
     else:
-        _table(rows, settings.metric, shutil.get_terminal_size().columns)
+        # Cut to the terminal's width on a terminal only: piped or redirected, every line whole.
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 0
+        _table(rows, settings.metric, width)
     return EXIT_OK
 
 
@@ -61,7 +63,7 @@ def rows_of(records: list[Record], best: Record | None = None,
 
 
 LANDED = ("verified", "pruned")
-MIN_WIDTH = 60  # below this the table is not cut: a pipe or a tiny terminal
+MIN_WIDTH = 60  # below this (or 0: not a terminal) the table is not cut
 
 
 def _table(rows: list[dict[str, Any]], metric: str, width: int) -> None:
@@ -76,8 +78,9 @@ def _table(rows: list[dict[str, Any]], metric: str, width: int) -> None:
         shown = f"{value:.4f}" if isinstance(value, int | float) else "-"
         tail = row["url"] or row["repo_id"]
         if row["state"] == "failed" and row["next_attempt_at"]:
-            tail += "  next try " + time.strftime("%H:%M:%S", time.localtime(
-                row["next_attempt_at"]))
+            # Before the URL: a narrow terminal cuts the line's end, never this.
+            tail = "next try " + time.strftime("%H:%M:%S", time.localtime(
+                row["next_attempt_at"])) + "  " + tail
         if row["last_error"] and row["state"] not in LANDED:
             tail += f"  ({row['last_error']})"
         print(_fit(f"{'*' if row['best'] else ' ':2}{row['step']:>6}  {row['kind']:<10} "
