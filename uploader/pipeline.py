@@ -414,17 +414,20 @@ class Pipeline:
         by_xet = {s.path for s in stats if use_xet and s.size >= LFS_ONLY_SIZE}
         with Preuploader(self.hub, record.repo_id, use_xet,
                          total=sum(s.size for s in stats)) as sender:
-            sender.submit([upload_operation(s.path, staged.path / s.path, s.size, None)
-                           for s in stats if s.path in by_xet])
+            if use_xet:  # hf_xet needs no hash of ours: every file in one go, at once
+                sender.submit([upload_operation(s.path, staged.path / s.path, s.size, None)
+                               for s in stats])
             for stat in stats:
                 if stat.path in by_xet:
                     continue
                 local = staged.path / stat.path
                 if stat.path not in known:
+                    # The small files' git sha1 (a regular file's listing carries only that).
                     self.yield_to_trainer()
                     known[stat.path] = digest_file(local)
-                sender.submit([upload_operation(stat.path, local, stat.size,
-                                                None if use_xet else known[stat.path].sha256)])
+                if not use_xet:
+                    sender.submit([upload_operation(stat.path, local, stat.size,
+                                                    known[stat.path].sha256)])
             uploaded = sender.finish()
         for path in by_xet:
             if path not in known:
