@@ -4,6 +4,7 @@ starts sending before the last file is hashed, and the commit sends nothing twic
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -21,16 +22,21 @@ from .conftest import HubClientFactory
 from .test_pipeline_integrity import build, one_checkpoint_of
 
 LARGE = LFS_ONLY_SIZE + 1024 * 1024
+OVERLAP_DEADLINE_S = 20.0
 
 
 class EventLog(HubClient):
     """The real client, recording when bytes are handed to the library."""
 
     events: list[tuple[str, str]]
+    batches: list[list[str]]
+    first_send: threading.Event
 
     def preupload(self, repo_id: str, operations: Sequence[CommitOperationAdd],
                   use_xet: bool, total: int = 0) -> None:
         self.events.extend(("send", op.path_in_repo) for op in operations)
+        self.batches.append([op.path_in_repo for op in operations])
+        self.first_send.set()
         super().preupload(repo_id, operations, use_xet, total)
 
 
@@ -42,11 +48,17 @@ def test_each_file_is_hashed_once_and_sent_while_others_are_hashed(
     one_checkpoint_of(out, adapter_bytes=LARGE, optimizer_bytes=2 * LARGE)
     base = make_hub_client()
     hub = EventLog(replace(base.config, use_xet=use_xet, xet_fallback=False), base.policy)
-    hub.events = []
+    hub.events, hub.batches, hub.first_send = [], [], threading.Event()
     hashed = pipeline_module.digest_file
+    overlapped: list[bool] = []
 
     def recording_digest(path: Path, *args: object, **kwargs: object):
-        hub.events.append(("hash", Path(path).name))
+        name = Path(path).name
+        if name == "optimizer.pt":
+            # The largest file is hashed last: by then bytes must already be on their way
+            # (an upload that hashes everything first would wait here in vain).
+            overlapped.append(hub.first_send.wait(OVERLAP_DEADLINE_S))
+        hub.events.append(("hash", name))
         return hashed(path, *args, **kwargs)
 
     monkeypatch.setattr(pipeline_module, "digest_file", recording_digest)
@@ -64,17 +76,15 @@ def test_each_file_is_hashed_once_and_sent_while_others_are_hashed(
     assert large <= set(sends) and len(sends) == len(set(sends)), sends
     if use_xet:
         # One read per large byte: hf_xet's; ours never touches them. Every file is handed
-        # over at once, before our first hash (of a small file, for its git sha1).
+        # over in one go (our hashes of the small files, for their git sha1, run meanwhile).
         assert not large & set(hashes), hashes
-        first_hash = next(i for i, (what, _) in enumerate(hub.events) if what == "hash")
-        assert all(what == "send" for what, _ in hub.events[:first_hash]), hub.events
-        assert len(sends) == first_hash, hub.events
+        assert len(hub.batches) == 1 and set(hub.batches[0]) == set(sends), hub.batches
     else:
         # The LFS batch needs each sha256 first, so each file is sent after its hash, and the
         # first one leaves before the largest is hashed.
         for name in sends:
             assert hub.events.index(("hash", name)) < hub.events.index(("send", name))
-        assert hub.events.index(("send", sends[0])) < hub.events.index(("hash", "optimizer.pt"))
+        assert overlapped == [True], "nothing was sent before the last file was hashed"
     # What the Hub lists was verified against the digests kept for later checks.
     expected = {f.path_in_repo: f for f in pipeline.expected_files(done) or []}
     assert expected["optimizer.pt"].digest.size == 2 * LARGE
