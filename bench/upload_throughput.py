@@ -174,6 +174,9 @@ def write_folder(folder: Path, total: int) -> None:
     folder.mkdir(parents=True)
     for name, size in file_plan(total):
         write_random(folder / name, size)
+    # On disk before either clock starts: the bare side's process start would otherwise give
+    # the kernel's write-back a head start the sidecar (timed from the marker) never gets.
+    os.sync()
 
 
 def sha256_rate(sample: int) -> float:
