@@ -72,6 +72,8 @@ FINISHED = frozenset({State.VERIFIED, State.PRUNED, State.SUPERSEDED, State.DELE
 # re-commit would be a no-op: the client skips files whose remote oid matches, and the storage
 # dedups objects it (wrongly) believes intact.
 RESEND_KEY = "resend:"
+# LFS batches sent at once while the rest is hashed.
+LFS_SENDERS = 2
 # How often a wait for the trainer's save re-checks whether the save is over (s).
 YIELD_POLL = 0.2
 # Versions of one folder saved within the same second that still get distinct repo ids.
@@ -412,8 +414,10 @@ class Pipeline:
         stats = sorted((s for s in staged.files if s.path != MODEL_CARD),
                        key=lambda s: (s.size, s.path))
         by_xet = {s.path for s in stats if use_xet and s.size >= LFS_ONLY_SIZE}
-        with Preuploader(self.hub, record.repo_id, use_xet,
-                         total=sum(s.size for s in stats)) as sender:
+        # LFS: one file still uploading while the next, just hashed, starts (hf_xet runs its
+        # own transfers concurrently from the one batch).
+        with Preuploader(self.hub, record.repo_id, use_xet, total=sum(s.size for s in stats),
+                         senders=1 if use_xet else LFS_SENDERS) as sender:
             if use_xet:  # hf_xet needs no hash of ours: every file in one go, at once
                 sender.submit([upload_operation(s.path, staged.path / s.path, s.size, None)
                                for s in stats])

@@ -29,18 +29,23 @@ _DONE = None  # queue sentinel: no more operations
 class Preuploader:
     """One upload's background sender: `submit` operations, then `finish` for the result."""
 
-    def __init__(self, hub: HubClient, repo_id: str, use_xet: bool, total: int = 0) -> None:
-        """`total`: the upload's bytes in all, for the progress line."""
+    def __init__(self, hub: HubClient, repo_id: str, use_xet: bool, total: int = 0,
+                 senders: int = 1) -> None:
+        """`total`: the upload's bytes in all, for the progress line. `senders`: batches sent
+        at once (LFS: a file still uploading while the next, just hashed, starts)."""
         self.hub = hub
         self.repo_id = repo_id
         self.use_xet = use_xet
         self.total = total
         self._queue: queue.SimpleQueue[list[CommitOperationAdd] | None] = queue.SimpleQueue()
         self._sent: dict[str, CommitOperationAdd] = {}
+        self._sent_lock = threading.Lock()
         self._error: BaseException | None = None
         self._abandoned = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"send-{repo_id}", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"send-{i}-{repo_id}",
+                                          daemon=True) for i in range(max(1, senders))]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, operations: Sequence[CommitOperationAdd]) -> None:
         """Queue operations to send; a failure already met is raised at `finish`."""
@@ -49,24 +54,28 @@ class Preuploader:
 
     def finish(self) -> Preuploaded:
         """Wait until everything submitted was sent; raises what the sender met."""
-        self._queue.put(_DONE)
-        self._thread.join()
+        self._stop_senders()
         if self._error is not None:
             raise self._error
         return Preuploaded(self.use_xet, dict(self._sent))
 
     def abandon(self) -> None:
-        """The caller failed: send nothing more, wait for the transfer in flight to end."""
+        """The caller failed: send nothing more, wait for the transfers in flight to end."""
         self._abandoned.set()
-        self._queue.put(_DONE)
-        self._thread.join()
+        self._stop_senders()
+
+    def _stop_senders(self) -> None:
+        for _ in self._threads:
+            self._queue.put(_DONE)
+        for thread in self._threads:
+            thread.join()
 
     def __enter__(self) -> Preuploader:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc is not None or self._thread.is_alive():
+        if exc is not None or any(t.is_alive() for t in self._threads):
             self.abandon()
 
     def _run(self) -> None:
@@ -75,7 +84,8 @@ class Preuploader:
             batch: list[CommitOperationAdd] = []
             item = self._queue.get()
             # Everything queued meanwhile goes in one call: small files hash in microseconds
-            # and would otherwise cost one preupload round trip each.
+            # and would otherwise cost one preupload round trip each. A sender that takes the
+            # end mark stops (each sender gets one).
             while True:
                 if item is _DONE:
                     done = True
@@ -92,8 +102,9 @@ class Preuploader:
             except BaseException as exc:  # raised again in the caller's thread by finish()
                 self._error = exc
                 continue
-            for operation in batch:
-                self._sent[operation.path_in_repo] = operation
+            with self._sent_lock:
+                for operation in batch:
+                    self._sent[operation.path_in_repo] = operation
 
 
 __all__ = ["Preuploader"]

@@ -74,5 +74,5 @@ def test_hf_xet_reads_the_values_we_derive(tmp_path: Path) -> None:
         "shard.cache_size_limit": str(256 * 1024 * 1024),
         "log.dir_max_size": str(16 * 1024 * 1024),
         "telemetry.enabled": "False",
-        "data.max_concurrent_file_ingestion": "2",  # one file per upload thread, 2 threads
+        "data.max_concurrent_file_ingestion": "4",  # two files per upload thread, 2 threads
     }
