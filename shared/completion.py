@@ -88,15 +88,17 @@ def check_safetensors_header(path: Path) -> str | None:
     return None
 
 
-def list_files(folder: Path) -> tuple[frozenset[str], frozenset[str]]:
-    """(every non-directory path, the regular files among them) under `folder`, '/'-separated.
+def walk_folder(folder: Path | str) -> list[tuple[str, os.stat_result]]:
+    """Every entry under `folder` but directories, as ('/'-separated relative path, lstat),
+    plus the folder's own lstat first under "" (directories' mtimes count for settling).
 
-    lstat only: a symlink is listed as itself and never read. FileNotFoundError or
+    lstat only: a symlink is listed as itself and never followed. Plain strings, not Path
+    objects: the uploader walks every folder on every rescan. FileNotFoundError or
     NotADirectoryError when the folder is not there.
     """
-    root = Path(folder)
-    names: set[str] = set()
-    regular: set[str] = set()
+    root = os.fspath(folder)
+    entries: list[tuple[str, os.stat_result]] = [("", os.stat(root, follow_symlinks=False))]
+    skip = len(root.rstrip(os.sep)) + 1
     pending = [root]
     while pending:
         current = pending.pop()
@@ -104,12 +106,28 @@ def list_files(folder: Path) -> tuple[frozenset[str], frozenset[str]]:
             for entry in it:
                 st = entry.stat(follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode):
-                    pending.append(Path(entry.path))
+                    pending.append(entry.path)
+                    entries.append(("/", st))  # a directory: only its mtime matters
                     continue
-                rel = Path(entry.path).relative_to(root).as_posix()
-                names.add(rel)
-                if stat.S_ISREG(st.st_mode):
-                    regular.add(rel)
+                rel = entry.path[skip:]
+                entries.append((rel.replace(os.sep, "/") if os.sep != "/" else rel, st))
+    return entries
+
+
+def list_files(folder: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """(every non-directory path, the regular files among them) under `folder`, '/'-separated.
+
+    lstat only: a symlink is listed as itself and never read. FileNotFoundError or
+    NotADirectoryError when the folder is not there.
+    """
+    names: set[str] = set()
+    regular: set[str] = set()
+    for rel, st in walk_folder(folder):
+        if rel in ("", "/"):
+            continue
+        names.add(rel)
+        if stat.S_ISREG(st.st_mode):
+            regular.add(rel)
     return frozenset(names), frozenset(regular)
 
 

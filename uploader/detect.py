@@ -46,6 +46,7 @@ from shared.completion import (  # the rules themselves; re-exported for old imp
     require_files,
     require_no_temporary,
     step_of,
+    walk_folder,
 )
 from shared.layout import FolderRef
 from shared.markers import FileStat, Marker, MarkerError, read_marker
@@ -124,31 +125,19 @@ class _Verdict(Exception):
 
 def scan_folder(folder: Path) -> _Scan:
     """Stat every entry under `folder`; FileNotFoundError when it vanishes meanwhile."""
-    # Plain strings, not Path objects: this runs for every folder on every rescan.
-    root = os.fspath(folder)
-    newest = os.stat(root, follow_symlinks=False).st_mtime_ns
+    newest = 0
     files: list[FileStat] = []
     inodes: list[tuple[str, int]] = []
     regular: set[str] = set()
-    skip = len(root.rstrip(os.sep)) + 1
-    pending = [root]
-    while pending:
-        current = pending.pop()
-        with os.scandir(current) as it:
-            for entry in it:
-                st = entry.stat(follow_symlinks=False)
-                if st.st_mtime_ns > newest:
-                    newest = st.st_mtime_ns
-                if stat.S_ISDIR(st.st_mode):
-                    pending.append(entry.path)
-                    continue
-                rel = entry.path[skip:]
-                if os.sep != "/":
-                    rel = rel.replace(os.sep, "/")
-                files.append(FileStat(rel, st.st_size, st.st_mtime_ns))
-                inodes.append((rel, st.st_ino))
-                if stat.S_ISREG(st.st_mode):
-                    regular.add(rel)
+    for rel, st in walk_folder(folder):
+        if st.st_mtime_ns > newest:
+            newest = st.st_mtime_ns
+        if rel in ("", "/"):  # the folder itself, or a directory inside it
+            continue
+        files.append(FileStat(rel, st.st_size, st.st_mtime_ns))
+        inodes.append((rel, st.st_ino))
+        if stat.S_ISREG(st.st_mode):
+            regular.add(rel)
     return _Scan(tuple(sorted(files)), tuple(sorted(inodes)), frozenset(regular), newest)
 
 
