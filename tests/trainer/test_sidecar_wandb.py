@@ -71,6 +71,9 @@ def test_run_info_names_the_wandb_run_that_wandbcallback_started(
     finally:
         if wandb.run is not None:
             wandb.finish()
+        # W&B keeps its settings (WANDB_DIR among them) in a process-wide singleton: a later
+        # test in this worker would write its run under our tmp_path otherwise.
+        wandb.teardown()
 
     assert seen.get("id"), "WandbCallback started no W&B run"
     info = read_run_info(out)
