@@ -1,6 +1,6 @@
 """Upload efficiency and time to first byte: the sidecar vs a bare `HfApi.upload_folder`.
 
-    python -m bench.upload_throughput [--sizes-mb 1024,4096] [--repeats 3] [--transfers xet,lfs]
+    python -m bench.upload_throughput [--sizes-mb 1024,4096,8192] [--repeats 3] [--transfers xet,lfs]
         [--no-wandb-check]
 
 For each size, a checkpoint-shaped folder of random bytes (two large binaries and the small
@@ -414,7 +414,7 @@ def _target(largest: bool, ratio: float, rss: float, cpu_ok: bool) -> tuple[str,
 def parse(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, repeats=3)
-    parser.add_argument("--sizes-mb", default="1024,4096",
+    parser.add_argument("--sizes-mb", default="1024,4096,8192",
                         help="comma-separated folder sizes, MiB")
     parser.add_argument("--no-wandb-check", dest="wandb_check", action="store_false",
                         help="skip the extra sidecar run with W&B on")
