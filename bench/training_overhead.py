@@ -100,8 +100,11 @@ class Sample:
 # -- the benchmark -------------------------------------------------------------------------
 
 def throttle(bandwidth: int) -> list[dict[str, Any]]:
-    """Throttle LFS object uploads only: API calls stay fast, as on the real Hub."""
+    """Throttle what carries the bytes, in both transfers (every client here takes Xet by
+    default, as on the Hub): each LFS object PUT and each Xet xorb POST. API calls stay fast."""
     return [{"action": "throttle", "method": "PUT", "path": "^/_lfs/",
+             "bytes_per_second": bandwidth},
+            {"action": "throttle", "method": "POST", "path": "/v1/xorbs/",
              "bytes_per_second": bandwidth}]
 
 
@@ -233,7 +236,8 @@ def table(samples: list[Sample], config: Config, pad_note: str) -> Table:
         "last upload landed (F1 pass + final adapter included; 'never' = something was "
         "never uploaded); CPU s = user + system of the uploader process (d) and of devhub, "
         "the stand-in for the remote Hub that shares this machine",
-        f"{pad_note}; devhub throttles each LFS upload to {config.bandwidth / MiB:.0f} MiB/s "
+        f"{pad_note}; devhub throttles each LFS object PUT and each Xet xorb POST to "
+        f"{config.bandwidth / MiB:.0f} MiB/s "
         f"and keeps its data in {config.hub_dir or 'the work dir'}, at nice {HUB_NICENESS}",
         f"tiny Llama on CPU, {config.threads} torch thread(s), "
         f"max_steps {config.max_steps} (-1 = the seed's 3 epochs), save every "
@@ -277,7 +281,7 @@ def parse(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(parser, repeats=3)
     parser.add_argument("--bandwidth-mb", type=float, default=16.0,
-                        help="devhub's throttle on each LFS upload, MiB/s")
+                        help="devhub's throttle on each LFS PUT and Xet xorb POST, MiB/s")
     parser.add_argument("--pad-mb", type=float, default=None,
                         help="padding per checkpoint, MiB (default: one save interval's upload)")
     parser.add_argument("--max-steps", type=int, default=-1,
