@@ -37,17 +37,15 @@ F1_SAMPLES = 8
 
 
 def write_padding(path: Path, size: int) -> None:
-    """`size` bytes no other file shares (the Hub would skip a known LFS object), cheaply:
-    one random block, each copy stamped with a per-file nonce and its index."""
-    block = os.urandom(PADDING_BLOCK)
-    nonce = os.urandom(16)
+    """`size` fresh random bytes: no other file shares any of them. A repeated block would do
+    for LFS (one object per file) but not for Xet, whose content-defined chunks would dedup
+    all but the first block, and the upload would cost nothing, as no real checkpoint does."""
     with open(path, "wb") as out:
-        index = written = 0
+        written = 0
         while written < size:
-            piece = (nonce + index.to_bytes(8, "little") + block[24:])[: size - written]
+            piece = os.urandom(min(PADDING_BLOCK, size - written))
             out.write(piece)
             written += len(piece)
-            index += 1
 
 
 def _seed_callback(api: Any) -> Any:
