@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
 
 from devhub.testing import DevHub
 from shared.hashing import digest_file
@@ -114,3 +115,12 @@ def make_local_files(tmp_path: Path) -> Callable[[dict[str, bytes]], list[LocalF
         return out
 
     return make
+
+
+@pytest.fixture
+def library_bars() -> Iterator[None]:
+    """start_progress turns the library's bars off; put them back as they were."""
+    before = are_progress_bars_disabled()
+    yield
+    if not before:
+        enable_progress_bars()

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+from huggingface_hub.utils import are_progress_bars_disabled
 
 from devhub.testing import DevHub
 from shared.hashing import digest_bytes
@@ -271,15 +271,6 @@ def test_the_renderer_thread_redraws_and_clears_on_stop() -> None:
 
 
 # -- when it is shown: text logs on a terminal, nothing else ---------------------------------
-
-
-@pytest.fixture
-def library_bars() -> Iterator[None]:
-    """start_progress turns the library's bars off; put them back as they were."""
-    before = are_progress_bars_disabled()
-    yield
-    if not before:
-        enable_progress_bars()
 
 
 @pytest.mark.parametrize(("fmt", "stream", "environ"), [

@@ -14,12 +14,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-
-import pytest
-from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
 
 from devhub.testing import DevHub
 from shared.run_info import Outcome, finish_run, start_run
@@ -55,15 +51,6 @@ class StampedTty(FakeTty):
             if "step 450" in text:
                 self.frames.append(time.monotonic())
             return super().write(text)
-
-
-@pytest.fixture
-def library_bars() -> Iterator[None]:
-    """start_progress turns the library's bars off; put them back as they were."""
-    before = are_progress_bars_disabled()
-    yield
-    if not before:
-        enable_progress_bars()
 
 
 def test_the_line_is_redrawn_at_most_4_times_a_second(library_bars: None) -> None:
