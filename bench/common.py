@@ -168,15 +168,34 @@ def uploader_env(endpoint: str, home: Path, transfer: str = "xet", **extra: str
     return client_env(endpoint, home, transfer, **UPLOADER_BASE_SETTINGS, **extra)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the bench process dies.
+
+    An interrupted bench (Ctrl-C, `pkill -f "python -m bench"`) otherwise leaves its children
+    running: an orphaned busy loop of the training bench once loaded a core through a whole
+    later run. Linux only (prctl PR_SET_PDEATHSIG); elsewhere a no-op.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 class LoggedProcess:
-    """A child process with stdout and stderr in one log file."""
+    """A child process with stdout and stderr in one log file, killed if the bench dies.
+
+    Created from the main thread only: the kernel sends the death signal when the creating
+    *thread* ends.
+    """
 
     def __init__(self, command: Sequence[str], env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self.started_at = time.time()
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(list(command), env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+                                         stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                         preexec_fn=_die_with_parent)
 
     @classmethod
     def uploader(cls, args: Sequence[str], env: dict[str, str], log_path: Path) -> LoggedProcess:
