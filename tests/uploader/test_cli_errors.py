@@ -21,7 +21,10 @@ ENV = "UPLOADER_LOG_FORMAT"
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # main() applies ./.env to os.environ: run where no .env is, and undo what it adds.
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv(ENV, raising=False)
+    # setenv first: a bare delenv of an unset variable records nothing to undo, and the
+    # `.env` test's UPLOADER_LOG_FORMAT=json then leaked into every later test of the worker.
+    monkeypatch.setenv(ENV, "")
+    monkeypatch.delenv(ENV)
 
 
 def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

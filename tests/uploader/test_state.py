@@ -1,3 +1,4 @@
+import dataclasses
 import sqlite3
 import threading
 from datetime import UTC, datetime
@@ -257,3 +258,15 @@ def test_a_v1_state_is_migrated_and_its_uploaded_rows_become_committed(tmp_path)
         assert [r.id for r in store.due(now=0.0)] == [record.id]
     finally:
         store.close()
+
+
+def test_all_without_files_is_the_same_rows_with_no_file_list(store):
+    add(store, version(10, marker=True))
+    add(store, version(20), metrics={"eval_loss": 0.25, "epoch": 1.0})
+    store.update(store.all()[1].id, state=State.FAILED, permanent=True, last_error="x")
+    full, light = store.all(), store.all(with_files=False)
+    assert [r.files for r in full] == [version(10).files, version(20).files]
+    assert [r.files for r in light] == [(), ()]
+    assert [dataclasses.replace(r, files=()) for r in full] == light
+    assert light[1].state is State.FAILED and light[1].permanent is True
+    assert light[1].kind is Kind.CHECKPOINT and light[1].metrics["epoch"] == 1.0

@@ -34,7 +34,7 @@ def run(settings: UploaderSettings) -> int:
     if (state_dir / DB_FILENAME).exists():
         store = StateStore.open(state_dir, readonly=True)
         try:
-            records = store.all()
+            records = store.all(with_files=False)
         finally:
             store.close()
     # The same selection as `best`: this run's verified checkpoint with the lowest metric.
