@@ -17,7 +17,9 @@ default of giving way to a trainer is what the training benchmark measures).
 Both sides run in each transfer: xet (devhub serves Xet, as the Hub does; both clients take it by
 default) and lfs (HF_HUB_DISABLE_XET=1 for both). Rates are MiB/s, with the single-core sha256
 rate measured in the same run beside them; CPU is user + system seconds of the client process
-and its threads (hf_xet's included) per GiB uploaded. The uploader's peak RSS is sampled with
+and its threads (hf_xet's included) per GiB uploaded, counted from each side's clock start (the
+marker landing; the `upload_folder` call) so that neither side's imports and login are charged
+to the bytes. The uploader's peak RSS is sampled with
 W&B off; one extra sidecar run with W&B on (offline) reports W&B's service process separately.
 
 Time to first byte, from the same runs (a second table): devhub's request log (each entry's
@@ -44,6 +46,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from bench.common import (
     TRANSFERS,
     USER,
@@ -54,6 +58,7 @@ from bench.common import (
     Table,
     add_common_args,
     client_env,
+    cpu_seconds,
     devhub,
     fmt,
     median,
@@ -224,7 +229,6 @@ HUB_NICENESS = 19
 def remote(hub: DevHub) -> None:
     """devhub stands in for the remote Hub, whose CPU is not the client's: at the lowest
     priority, on both sides alike, the client's share of this machine is the client's own."""
-    import psutil
 
     psutil.Process(hub.pid).nice(HUB_NICENESS)
 
@@ -253,6 +257,9 @@ def run_sidecar(size: int, config: Config, wandb: bool = False, transfer: str = 
                                   "uploader start")
                 write_folder(out / FOLDER, size)
                 marker = build_marker(out, FOLDER, run_id=info.run_id, step=STEP)
+                # CPU per GiB counts from here, as the bare side's from its upload call: neither
+                # side's start-up (imports, login) is charged to the bytes.
+                cpu_started = cpu_seconds(psutil.Process(uploader.pid))
                 landing = time.time()  # first-byte clock: from just before the rename
                 write_marker(out, marker)
                 complete = time.time()
@@ -269,7 +276,7 @@ def run_sidecar(size: int, config: Config, wandb: bool = False, transfer: str = 
             first_bytes(hub.log(), landing, transfer), detected=record.detected_at - landing,
             detected_to_verified=(record.verified_at or float("nan")) - record.detected_at)
         return Sample(SIDECAR, size, rows[0]["verified_at"] - complete, rss.peak,
-                      rss.children_peak, transfer, rss.cpu, first)
+                      rss.children_peak, transfer, rss.cpu - cpu_started, first)
 
 
 def run_bare(size: int, config: Config, transfer: str = "xet") -> Sample:
@@ -288,7 +295,7 @@ def run_bare(size: int, config: Config, transfer: str = "xet") -> Sample:
             raise RuntimeError(f"bare upload exited {code}:\n{child.output()[-3000:]}")
         timing = json.loads(result.read_text())
         return Sample(BARE, size, timing["seconds"], rss.peak, transfer=transfer,
-                      cpu_seconds=rss.cpu,
+                      cpu_seconds=timing["cpu_seconds"],
                       first=first_bytes(hub.log(), timing["started_at"], transfer))
 
 
@@ -304,9 +311,11 @@ def bare_main(argv: list[str]) -> int:
     repo_id = f"{USER}/bare-upload"
     api.create_repo(repo_id, private=True)  # as the sidecar creates its repos
     started_at = time.time()  # epoch, against devhub's request log
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     api.upload_folder(folder_path=str(args.folder), repo_id=repo_id)
+    # process_time: user + system of every thread of this process, during the upload only
     args.result.write_text(json.dumps({"seconds": time.monotonic() - started,
+                                       "cpu_seconds": time.process_time() - cpu_started,
                                        "started_at": started_at}))
     return 0
 
