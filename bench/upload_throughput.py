@@ -90,6 +90,11 @@ SHA256_SAMPLE = 512 * MiB
 SHA256_SAMPLE_TINY = 16 * MiB
 TARGET_RATIO = 1.0
 TARGET_RSS_MB = 150
+# hf_xet's own variables, set by the user (the README's low-memory recipe): one xorb upload and
+# one file ingested at a time. hf_xet 1.8.0 cuts 64 MiB xorbs and holds each twice while it
+# serializes it; these bound how many are alive at once, not their size.
+LOW_MEMORY_XET = {"HF_XET_FIXED_UPLOAD_CONCURRENCY": "1",
+                  "HF_XET_DATA_MAX_CONCURRENT_FILE_INGESTION": "1"}
 TARGET_FIRST_BYTE_S = 1.0
 BIG_REQUEST = MiB  # a request body this large carries a large file's bytes
 START_TIMEOUT_S = 120.0
@@ -233,7 +238,8 @@ def remote(hub: DevHub) -> None:
     psutil.Process(hub.pid).nice(HUB_NICENESS)
 
 
-def run_sidecar(size: int, config: Config, wandb: bool = False, transfer: str = "xet") -> Sample:
+def run_sidecar(size: int, config: Config, wandb: bool = False, transfer: str = "xet",
+                setting: dict[str, str] | None = None) -> Sample:
     from shared.layout import default_state_dir
     from shared.markers import build_marker, write_marker
     from shared.run_info import Outcome, finish_run, start_run
@@ -245,6 +251,7 @@ def run_sidecar(size: int, config: Config, wandb: bool = False, transfer: str = 
         out = root / "out"
         info = start_run(out, base_model="bench", resume=False)
         extra = {"WANDB_MODE": "offline", "WANDB_DIR": str(root)} if wandb else {}
+        extra |= setting or {}
         # Both clients at the same priority: this table compares upload paths; giving way to
         # a trainer (the sidecar's default nice 10) is what the training table measures.
         env = uploader_env(hub.url, root / "hf-home", transfer, UPLOADER_NICE="0",
@@ -322,7 +329,7 @@ def bare_main(argv: list[str]) -> int:
 
 # -- the benchmark -------------------------------------------------------------------------
 
-def measure(config: Config) -> tuple[list[Sample], list[float], Sample | None]:
+def measure(config: Config) -> tuple[list[Sample], list[float], Sample | None, Sample | None]:
     samples: list[Sample] = []
     sha_rates: list[float] = []
     for repeat in range(config.repeats):
@@ -340,11 +347,13 @@ def measure(config: Config) -> tuple[list[Sample], list[float], Sample | None]:
                           flush=True)
                     samples.append(sample)
     wandb = run_sidecar(min(config.sizes), config, wandb=True) if config.wandb_check else None
-    return samples, sha_rates, wandb
+    low = (run_sidecar(max(config.sizes), config, setting=LOW_MEMORY_XET)
+           if "xet" in config.transfers else None)
+    return samples, sha_rates, wandb, low
 
 
 def table(samples: list[Sample], sha_rates: list[float], wandb: Sample | None,
-          config: Config) -> Table:
+          config: Config, low: Sample | None = None) -> Table:
     result = Table("Upload efficiency", [
         "transfer", "size MiB", "sidecar MiB/s", "bare MiB/s", "ratio", "sha256 MiB/s",
         "uploader RSS MiB", "bare RSS MiB", "sidecar CPU s/GiB", "bare CPU s/GiB", "target",
@@ -359,6 +368,13 @@ def table(samples: list[Sample], sha_rates: list[float], wandb: Sample | None,
             f"with W&B on (offline), {wandb.size / MiB:.0f} MiB: uploader RSS "
             f"{wandb.peak_rss / MiB:.0f} MiB, W&B service process(es) "
             f"{wandb.children_rss / MiB:.0f} MiB, {wandb.rate:.0f} MiB/s")
+    if low is not None:
+        default = median([s.rate for s in samples if (s.transfer, s.size, s.side)
+                          == ("xet", low.size, SIDECAR)])
+        result.notes.append(
+            f"README's low-memory recipe for Xet ({_shell(LOW_MEMORY_XET)}), one run, "
+            f"{low.size / MiB:.0f} MiB: uploader RSS {low.peak_rss / MiB:.0f} MiB, "
+            f"{low.rate:.0f} MiB/s ({low.rate / default:.2f}x the sidecar's default above)")
     for transfer in config.transfers:
         for size in config.sizes:
             side = [s for s in samples if (s.transfer, s.size, s.side) == (transfer, size, SIDECAR)]
@@ -406,6 +422,10 @@ def first_byte_table(samples: list[Sample], config: Config) -> Table:
     return result
 
 
+def _shell(environ: dict[str, str]) -> str:
+    return " ".join(f"{name}={value}" for name, value in environ.items())
+
+
 def _median_of(runs: list[FirstBytes], name: str) -> float:
     """The median of one FirstBytes field over the runs that have it."""
     return median([v for v in (getattr(r, name) for r in runs) if v is not None])
@@ -446,8 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == [BARE_COMMAND]:
         return bare_main(argv[1:])
     config = parse(argv)
-    samples, sha_rates, wandb = measure(config)
-    table(samples, sha_rates, wandb, config).print()
+    samples, sha_rates, wandb, low = measure(config)
+    table(samples, sha_rates, wandb, config, low).print()
     first_byte_table(samples, config).print()
     return 0
 
