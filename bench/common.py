@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import argparse
 import contextlib
+import ctypes
 import json
 import platform
 import shutil
@@ -168,18 +169,37 @@ def uploader_env(endpoint: str, home: Path, transfer: str = "xet", **extra: str
     return client_env(endpoint, home, transfer, **UPLOADER_BASE_SETTINGS, **extra)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the bench process dies.
+def _load_prctl() -> Callable[..., int] | None:
+    # Looked up here, in the parent: the child may only make the call (a dlopen between fork
+    # and exec, in a parent with threads, can deadlock).
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = (ctypes.c_int, ctypes.c_ulong)
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """For `preexec_fn`: the child gets SIGKILL when the bench process dies.
 
     An interrupted bench (Ctrl-C, `pkill -f "python -m bench"`) otherwise leaves its children
     running: an orphaned busy loop of the training bench once loaded a core through a whole
     later run. Linux only (prctl PR_SET_PDEATHSIG); elsewhere a no-op.
     """
-    if sys.platform.startswith("linux"):
-        import ctypes
+    def arm() -> None:
+        if _PRCTL is None:
+            return
+        if _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the bench died between fork and prctl
+            os.kill(os.getpid(), signal.SIGKILL)
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    return arm
 
 
 class LoggedProcess:
@@ -195,7 +215,7 @@ class LoggedProcess:
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(list(command), env=env, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=_die_with_parent(os.getpid()))
 
     @classmethod
     def uploader(cls, args: Sequence[str], env: dict[str, str], log_path: Path) -> LoggedProcess:

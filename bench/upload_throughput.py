@@ -11,15 +11,16 @@ process times one `HfApi.upload_folder` of an equal folder. Each side gets fresh
 and its own devhub data dir, since the LFS batch skips objects a server already holds.
 
 devhub runs at nice 19 on both sides (it stands in for the remote Hub, whose CPU is not the
-client's) and both clients at nice 0 (the sidecar with `--nice 0 --io-priority normal`: its
-default of giving way to a trainer is what the training benchmark measures).
+client's) and both clients at nice 0 (the sidecar with `--nice 0 --cpu-scheduler normal
+--io-priority normal`: its default of giving way to a trainer is what the training benchmark
+measures).
 
 Both sides run in each transfer: xet (devhub serves Xet, as the Hub does; both clients take it by
 default) and lfs (HF_HUB_DISABLE_XET=1 for both). Rates are MiB/s, with the single-core sha256
 rate measured in the same run beside them; CPU is user + system seconds of the client process
 and its threads (hf_xet's included) per GiB uploaded, counted from each side's clock start (the
-marker landing; the `upload_folder` call) so that neither side's imports and login are charged
-to the bytes. The uploader's peak RSS is sampled with
+marker landing; the `upload_folder` call) to its end (the sidecar's exit after `verified`; the
+call's return), so that neither side's imports and login are charged to the bytes. The uploader's peak RSS is sampled with
 W&B off; one extra sidecar run with W&B on (offline) reports W&B's service process separately.
 
 Time to first byte, from the same runs (a second table): devhub's request log (each entry's
@@ -109,6 +110,7 @@ class Config:
     sha_sample: int
     work_dir: Path | None
     transfers: tuple[str, ...] = TRANSFERS
+    low_memory_check: bool = True
 
 
 @dataclass(frozen=True)
@@ -253,9 +255,11 @@ def run_sidecar(size: int, config: Config, wandb: bool = False, transfer: str = 
         extra = {"WANDB_MODE": "offline", "WANDB_DIR": str(root)} if wandb else {}
         extra |= setting or {}
         # Both clients at the same priority: this table compares upload paths; giving way to
-        # a trainer (the sidecar's default nice 10) is what the training table measures.
+        # a trainer (the sidecar's default SCHED_IDLE and nice 10) is what the training table
+        # measures.
         env = uploader_env(hub.url, root / "hf-home", transfer, UPLOADER_NICE="0",
-                           UPLOADER_IO_PRIORITY="normal", **extra)
+                           UPLOADER_CPU_SCHEDULER="normal", UPLOADER_IO_PRIORITY="normal",
+                           **extra)
         uploader = LoggedProcess.uploader(
             ["watch", "--output-dir", str(out), "--exit-when-done"], env, root / "uploader.log")
         try:
@@ -348,7 +352,7 @@ def measure(config: Config) -> tuple[list[Sample], list[float], Sample | None, S
                     samples.append(sample)
     wandb = run_sidecar(min(config.sizes), config, wandb=True) if config.wandb_check else None
     low = (run_sidecar(max(config.sizes), config, setting=LOW_MEMORY_XET)
-           if "xet" in config.transfers else None)
+           if config.low_memory_check and "xet" in config.transfers else None)
     return samples, sha_rates, wandb, low
 
 
@@ -447,6 +451,8 @@ def parse(argv: list[str] | None) -> Config:
                         help="comma-separated folder sizes, MiB")
     parser.add_argument("--no-wandb-check", dest="wandb_check", action="store_false",
                         help="skip the extra sidecar run with W&B on")
+    parser.add_argument("--no-low-memory-check", dest="low_memory_check", action="store_false",
+                        help="skip the extra Xet run with the README's low-memory recipe")
     parser.add_argument("--transfers", default=",".join(TRANSFERS),
                         help="xet (production's path), lfs (HF_HUB_DISABLE_XET=1), or both")
     args = parser.parse_args(argv)
@@ -458,7 +464,8 @@ def parse(argv: list[str] | None) -> Config:
         parser.error(f"--transfers takes {', '.join(TRANSFERS)}")
     return Config(sizes=sizes, repeats=args.repeats, wandb_check=args.wandb_check,
                   sha_sample=SHA256_SAMPLE_TINY if args.tiny else SHA256_SAMPLE,
-                  work_dir=args.work_dir, transfers=transfers)
+                  work_dir=args.work_dir, transfers=transfers,
+                  low_memory_check=args.low_memory_check)
 
 
 def main(argv: list[str] | None = None) -> int:

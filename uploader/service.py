@@ -198,9 +198,9 @@ def open_pipeline(settings: UploaderSettings, stack: ExitStack, *, environ: Mapp
     check_output_dir(settings, must_exist=not wait_for_hub)
     tokens = token_provider(environ)
     # Before any library starts a thread: new threads inherit the priority.
-    applied = lower_priority(settings.nice, settings.io_priority)
+    applied = lower_priority(settings.nice, settings.io_priority, settings.cpu_scheduler)
     log.debug("running at lower priority so training goes first", extra={
-        "nice": applied.nice, "io_priority": applied.io})
+        "nice": applied.nice, "io_priority": applied.io, "cpu_scheduler": applied.cpu})
     state_dir = settings.resolved_state_dir
     # The lock first: a second uploader must not even initialise the database while the
     # first one holds it (concurrent WAL set-up can fail with "database is locked").

@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from shared import env as shared_env
 from shared.layout import default_state_dir
 from shared.naming import DEFAULT_PREFIX, RepoNameError, validate_part, validate_prefix
-from uploader.priority import IoPriority
+from uploader.priority import CpuScheduler, IoPriority
 
 DEFAULT_OUTPUT_DIR = Path("./llama3-medical-ner-lora")
 
@@ -132,6 +132,10 @@ class UploaderSettings(BaseSettings):
                                      ("watch",))
     nice: int = _opt(10, "CPU niceness to run at, so training gets the CPU first (0: as "
                      "started; a higher niceness already set is kept)", UPLOADING)
+    cpu_scheduler: CpuScheduler = _opt(CpuScheduler.IDLE, "CPU scheduling: idle (Linux "
+                                       "SCHED_IDLE: only CPU time the trainer leaves; uploads "
+                                       "wait while every core is busy) or normal (at --nice)",
+                                       UPLOADING)
     io_priority: IoPriority = _opt(IoPriority.LOW, "I/O priority: low (best-effort, lowest "
                                    "level), idle (only when the disk is otherwise idle), or "
                                    "normal", UPLOADING)

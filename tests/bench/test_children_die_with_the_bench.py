@@ -1,4 +1,4 @@
-"""An interrupted bench takes its children with it: no busy loop or server outlives it."""
+"""An interrupted bench takes the children it started through LoggedProcess with it (the\ntraining bench's busy loop, uploaders): none outlives it."""
 
 from __future__ import annotations
 
@@ -40,9 +40,14 @@ def test_a_killed_bench_leaves_no_busy_loop_behind(tmp_path: Path) -> None:
         parent.wait(10)
 
         def gone() -> bool:
-            return not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+            try:
+                return not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
 
         wait_until(gone, timeout=10)
     finally:
+        parent.kill()
+        parent.wait()
         if child.is_running():
             child.kill()

@@ -4,6 +4,7 @@ lower CPU and I/O priority, and hashing and uploads wait while the trainer write
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -24,7 +25,9 @@ def test_every_thread_of_watch_runs_at_the_lower_priority(hub, api, tmp_path: Pa
     out = tmp_path / "out"
     info = start_run(out, base_model="tiny", resume=False)
     write_checkpoint(out, 50, run_id=info.run_id)
-    proc = UploaderProcess(["watch", "--output-dir", str(out)], uploader_env(hub.url, TOKEN),
+    env = uploader_env(hub.url, TOKEN)
+    del env["UPLOADER_CPU_SCHEDULER"]  # the product's default, not the test suite's
+    proc = UploaderProcess(["watch", "--output-dir", str(out)], env,
                            tmp_path / "watch.log").start()
     try:
         proc.wait_output("checkpoint verified", 90)  # hf_xet's and watchdog's threads exist
@@ -32,6 +35,7 @@ def test_every_thread_of_watch_runs_at_the_lower_priority(hub, api, tmp_path: Pa
         assert len(threads) > 3
         for thread in threads:
             task = psutil.Process(thread.id)
+            assert os.sched_getscheduler(thread.id) == os.SCHED_IDLE, (thread.id, task.name())
             assert task.nice() == 10, (thread.id, task.name())
             assert tuple(task.ionice()) == (psutil.IOPRIO_CLASS_BE, 7), (thread.id, task.name())
     finally:

@@ -5,6 +5,7 @@ Each case runs in a child process, so the test process keeps its own priority.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,32 +16,34 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = """
 import json, os, sys, threading
-from uploader.priority import IoPriority, io_priority_of, lower_priority
+from uploader.priority import CpuScheduler, IoPriority, io_priority_of, lower_priority
 ready, done = threading.Event(), threading.Event()
 def idle():
     ready.set(); done.wait()
 before = threading.Thread(target=idle, daemon=True); before.start(); ready.wait()
-applied = lower_priority(int(sys.argv[1]), IoPriority(sys.argv[2]))
+applied = lower_priority(int(sys.argv[1]), IoPriority(sys.argv[2]), CpuScheduler(sys.argv[3]))
 late = {}
 def later():
     late["nice"] = os.getpriority(os.PRIO_PROCESS, 0); late["io"] = io_priority_of(0)
+    late["policy"] = os.sched_getscheduler(0)
 after = threading.Thread(target=later); after.start(); after.join()
-nice, io = {}, {}
+nice, io, policy = {}, {}, {}
 for t in (int(t) for t in os.listdir("/proc/self/task")):
     try:  # the `later` thread may still be listed for a moment after it ended
         nice[t], io[t] = os.getpriority(os.PRIO_PROCESS, t), io_priority_of(t)
+        policy[t] = os.sched_getscheduler(t)
     except ProcessLookupError:
         pass
-print(json.dumps({"applied": [applied.nice, applied.io, applied.threads],
-                  "nice": nice, "io": io, "late": late}))
+print(json.dumps({"applied": [applied.nice, applied.io, applied.threads, applied.cpu],
+                  "nice": nice, "io": io, "policy": policy, "late": late}))
 done.set()
 """
 BE_LOWEST = (2 << 13) | 7
 IDLE = 3 << 13
 
 
-def child(nice: int, io: str, prefix: tuple[str, ...] = ()) -> dict:
-    done = subprocess.run([*prefix, sys.executable, "-c", CHILD, str(nice), io], cwd=ROOT,
+def child(nice: int, io: str, prefix: tuple[str, ...] = (), cpu: str = "normal") -> dict:
+    done = subprocess.run([*prefix, sys.executable, "-c", CHILD, str(nice), io, cpu], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -51,7 +54,27 @@ def test_every_thread_and_every_later_one_runs_at_the_lower_priority() -> None:
     assert seen["applied"][:2] == [10, "best-effort/7"] and seen["applied"][2] >= 2
     assert set(seen["nice"].values()) == {10}, seen["nice"]
     assert set(seen["io"].values()) == {BE_LOWEST}, seen["io"]
-    assert seen["late"] == {"nice": 10, "io": BE_LOWEST}
+    assert seen["late"] == {"nice": 10, "io": BE_LOWEST, "policy": os.sched_getscheduler(0)}
+
+
+def test_sched_idle_for_every_thread_and_every_later_one() -> None:
+    seen = child(10, "low", cpu="idle")
+    assert seen["applied"][3] == "idle"
+    assert set(seen["policy"].values()) == {os.SCHED_IDLE}, seen["policy"]
+    assert seen["late"]["policy"] == os.SCHED_IDLE and seen["late"]["nice"] == 10
+
+
+def test_normal_cpu_scheduler_leaves_the_policy() -> None:
+    seen = child(10, "low", cpu="normal")
+    assert seen["applied"][3] is None
+    assert set(seen["policy"].values()) == {os.sched_getscheduler(0)}, seen["policy"]
+
+
+def test_the_default_is_sched_idle() -> None:
+    from uploader.priority import CpuScheduler
+    from uploader.settings import UploaderSettings
+
+    assert UploaderSettings.model_fields["cpu_scheduler"].default is CpuScheduler.IDLE
 
 
 def test_idle_io_class_and_normal_leaves_io_alone() -> None:
