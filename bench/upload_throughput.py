@@ -255,7 +255,7 @@ def run_sidecar(size: int, config: Config, wandb: bool = False, transfer: str = 
         extra = {"WANDB_MODE": "offline", "WANDB_DIR": str(root)} if wandb else {}
         extra |= setting or {}
         # Both clients at the same priority: this table compares upload paths; giving way to
-        # a trainer (the sidecar's default SCHED_IDLE and nice 10) is what the training table
+        # a trainer (the sidecar's default nice 10) is what the training table
         # measures.
         env = uploader_env(hub.url, root / "hf-home", transfer, UPLOADER_NICE="0",
                            UPLOADER_CPU_SCHEDULER="normal", UPLOADER_IO_PRIORITY="normal",

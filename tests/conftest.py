@@ -13,9 +13,6 @@ os.environ["HF_HUB_DISABLE_UPDATE_CHECK"] = "1"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# A pipeline opened in-process lowers its whole process: never this worker to SCHED_IDLE, where
-# the other worker's tests would starve it (tests/uploader/test_priority.py runs it in a child).
-os.environ["UPLOADER_CPU_SCHEDULER"] = "normal"
 # Downloads in tests (snapshot_download from devhub) must not fill the user's HF cache.
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="ckpt-sidecar-hf-home-")
 for _leak in ("HF_TOKEN", "HF_TOKEN_FILE", "HF_ENDPOINT", "HUB_NAMESPACE", "HUB_REPO_PREFIX",

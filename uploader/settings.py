@@ -132,9 +132,9 @@ class UploaderSettings(BaseSettings):
                                      ("watch",))
     nice: int = _opt(10, "CPU niceness to run at, so training gets the CPU first (0: as "
                      "started; a higher niceness already set is kept)", UPLOADING)
-    cpu_scheduler: CpuScheduler = _opt(CpuScheduler.IDLE, "CPU scheduling: idle (Linux "
-                                       "SCHED_IDLE: only CPU time the trainer leaves; uploads "
-                                       "wait while every core is busy) or normal (at --nice)",
+    cpu_scheduler: CpuScheduler = _opt(CpuScheduler.NORMAL, "CPU scheduling: normal (at "
+                                       "--nice) or idle (Linux SCHED_IDLE: only CPU time the "
+                                       "trainer leaves; uploads wait while every core is busy)",
                                        UPLOADING)
     io_priority: IoPriority = _opt(IoPriority.LOW, "I/O priority: low (best-effort, lowest "
                                    "level), idle (only when the disk is otherwise idle), or "

@@ -25,8 +25,8 @@ def test_every_thread_of_watch_runs_at_the_lower_priority(hub, api, tmp_path: Pa
     out = tmp_path / "out"
     info = start_run(out, base_model="tiny", resume=False)
     write_checkpoint(out, 50, run_id=info.run_id)
-    env = uploader_env(hub.url, TOKEN)
-    del env["UPLOADER_CPU_SCHEDULER"]  # the product's default, not the test suite's
+    # The defaults (nice 10, lowest best-effort I/O), with SCHED_IDLE asked for on top.
+    env = uploader_env(hub.url, TOKEN, UPLOADER_CPU_SCHEDULER="idle")
     proc = UploaderProcess(["watch", "--output-dir", str(out)], env,
                            tmp_path / "watch.log").start()
     try:

@@ -16,9 +16,6 @@ FAST_SETTINGS = {
     # CI-sized timings: every wait in the uploader shrinks, none of its logic changes. The
     # transfer is left at its default (auto), as a new user has it.
     "UPLOADER_SETTLE_SECONDS": "0.5",
-    # SCHED_IDLE (the default) would let the other pytest worker starve an uploader under test;
-    # tests/e2e/test_gives_way_to_training.py runs the default.
-    "UPLOADER_CPU_SCHEDULER": "normal",
     "UPLOADER_SCAN_INTERVAL": "2",
     "UPLOADER_ROUND_BACKOFF": "0.5",
     "UPLOADER_ROUND_BACKOFF_MAX": "2",

@@ -70,11 +70,11 @@ def test_normal_cpu_scheduler_leaves_the_policy() -> None:
     assert set(seen["policy"].values()) == {os.sched_getscheduler(0)}, seen["policy"]
 
 
-def test_the_default_is_sched_idle() -> None:
+def test_the_default_is_the_normal_policy() -> None:
     from uploader.priority import CpuScheduler
     from uploader.settings import UploaderSettings
 
-    assert UploaderSettings.model_fields["cpu_scheduler"].default is CpuScheduler.IDLE
+    assert UploaderSettings.model_fields["cpu_scheduler"].default is CpuScheduler.NORMAL
 
 
 def test_idle_io_class_and_normal_leaves_io_alone() -> None:
