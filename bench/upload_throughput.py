@@ -20,8 +20,9 @@ default) and lfs (HF_HUB_DISABLE_XET=1 for both). Rates are MiB/s, with the sing
 rate measured in the same run beside them; CPU is user + system seconds of the client process
 and its threads (hf_xet's included) per GiB uploaded, counted from each side's clock start (the
 marker landing; the `upload_folder` call) to its end (the sidecar's exit after `verified`; the
-call's return), so that neither side's imports and login are charged to the bytes. The uploader's peak RSS is sampled with
-W&B off; one extra sidecar run with W&B on (offline) reports W&B's service process separately.
+call's return), so that neither side's imports and login are charged to the bytes. The
+uploader's peak RSS is sampled with W&B off; one extra sidecar run with W&B on (offline)
+reports W&B's service process separately.
 
 Time to first byte, from the same runs (a second table): devhub's request log (each entry's
 `time` is when the request ended, `duration` since devhub read its headers, so a request began
@@ -236,7 +237,6 @@ HUB_NICENESS = 19
 def remote(hub: DevHub) -> None:
     """devhub stands in for the remote Hub, whose CPU is not the client's: at the lowest
     priority, on both sides alike, the client's share of this machine is the client's own."""
-
     psutil.Process(hub.pid).nice(HUB_NICENESS)
 
 
@@ -255,8 +255,7 @@ def run_sidecar(size: int, config: Config, wandb: bool = False, transfer: str = 
         extra = {"WANDB_MODE": "offline", "WANDB_DIR": str(root)} if wandb else {}
         extra |= setting or {}
         # Both clients at the same priority: this table compares upload paths; giving way to
-        # a trainer (the sidecar's default nice 10) is what the training table
-        # measures.
+        # a trainer (the sidecar's default nice 10) is what the training table measures.
         env = uploader_env(hub.url, root / "hf-home", transfer, UPLOADER_NICE="0",
                            UPLOADER_CPU_SCHEDULER="normal", UPLOADER_IO_PRIORITY="normal",
                            **extra)

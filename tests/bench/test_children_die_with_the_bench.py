@@ -1,4 +1,5 @@
-"""An interrupted bench takes the children it started through LoggedProcess with it (the\ntraining bench's busy loop, uploaders): none outlives it."""
+"""An interrupted bench takes the children it started through LoggedProcess with it (the
+training bench's busy loop, uploaders): none outlives it."""
 
 from __future__ import annotations
 
