@@ -7,9 +7,11 @@
    their completion markers, and state rows written through `StateStore` with the detector's own
    versions, as a finished pipeline leaves them) against an empty output dir, interleaved. Each
    run starts `uploader watch --exit-when-done` as compose does, during a run that has not ended
-   (so it stays up), and measures: the time from starting the process to ready (it logged
-   `watching` and its first full scan has judged the last folder; the detector logs each
-   folder's first verdict at DEBUG), then the CPU (user + system) it uses over the idle window.
+   (so it stays up), at the production log level, and measures: the time from starting the
+   process to ready (it logged `watching` and `first scan done`), then the CPU (user + system)
+   it uses over the idle window. The window opens half a scan interval after ready, so a
+   `--idle-seconds` of one scan interval (the default, 60 s) holds exactly one rescan whatever
+   the phase: one opened at ready would see that rescan only partly, or not at all.
    The fixture is written without the durable-write fsyncs (markers: the same bytes as
    `write_marker`; state rows: one transaction): 10,000 checkpoints take seconds, not minutes.
 2. `status`. With no watcher running, `python -m uploader status` and `status --json` over the
@@ -62,10 +64,11 @@ EMPTY, VERIFIED = "empty dir", "verified dir"
 VARIANTS = (EMPTY, VERIFIED)
 SMALL_FILE = 4096  # adapter and optimizer bytes of each checkpoint: scale is about counts
 WATCH_ARGS = ("watch", "--exit-when-done")
-READY_LOGGER = "uploader.detect"
+READY_MESSAGES = ("watching", "first scan done")
+SCAN_INTERVAL_S = 60.0  # the production default (`--scan-interval`), which the bench keeps
 # Logs as JSON lines at DEBUG: the detector's first verdict per folder tells when the first
 # scan reached the last folder.
-LOG_SETTINGS = {"UPLOADER_LOG_FORMAT": "json", "UPLOADER_LOG_LEVEL": "DEBUG"}
+LOG_SETTINGS = {"UPLOADER_LOG_FORMAT": "json"}
 STREAM_WINDOW = 5  # lag is compared between the first and the last fifth of the stream
 TARGET_READY_S = 2.0
 TARGET_IDLE_PCT = 0.3  # of one core, over the idle window
@@ -170,28 +173,28 @@ def log_records(text: str) -> list[dict]:
     return records
 
 
-def ready_at(text: str, last_folder: str | None) -> float | None:
-    """When `watching` was logged and, with folders present, the last one was judged."""
+def ready_at(text: str) -> float | None:
+    """When both `watching` and `first scan done` were logged (the later of the two)."""
     records = log_records(text)
-    times = [r["time"] for r in records if r.get("message") == "watching"]
-    if last_folder is not None:
-        times = times[:1] + [r["time"] for r in records
-                             if r.get("logger") == READY_LOGGER and r.get("folder") == last_folder]
-        if len(times) < 2:
-            return None
-    return max(times) if times else None
+    times = [next((r["time"] for r in records if r.get("message") == message), None)
+             for message in READY_MESSAGES]
+    return None if None in times else max(t for t in times if t is not None)
 
 
 def idle_once(variant: str, out: Path, endpoint: str, root: Path, config: Config) -> IdleSample:
-    last = checkpoint_name(config.checkpoints) if variant == VERIFIED else None
     env = uploader_env(endpoint, root / "hf-home", **LOG_SETTINGS)
     log = root / f"uploader-{variant.replace(' ', '-')}.log"
     log.unlink(missing_ok=True)
     uploader = LoggedProcess.uploader([*WATCH_ARGS, "--output-dir", str(out)], env, log)
     try:
-        uploader.wait_for(lambda text: ready_at(text, last) is not None, START_TIMEOUT_S,
+        uploader.wait_for(lambda text: ready_at(text) is not None, START_TIMEOUT_S,
                           f"uploader ready ({variant})")
-        ready = (ready_at(uploader.output(), last) or 0.0) - uploader.started_at
+        ready_epoch = ready_at(uploader.output()) or 0.0
+        ready = ready_epoch - uploader.started_at
+        # Rescans come every SCAN_INTERVAL_S from the first scan: half an interval after
+        # ready lies half an interval from either (the tiny run keeps its short window).
+        opens = ready_epoch + min(config.idle_seconds, SCAN_INTERVAL_S) / 2
+        time.sleep(max(0.0, opens - time.time()))
         process = psutil.Process(uploader.pid)
         before = cpu_seconds(process)
         time.sleep(config.idle_seconds)
@@ -308,9 +311,9 @@ def table(samples: list[IdleSample], stream: StreamResult, config: Config,
     result.notes += [
         f"{config.repeats} interleaved repeats of `watch --exit-when-done` (run not ended) on "
         f"{config.checkpoints} verified checkpoints (baseline: an empty output dir), medians; "
-        f"ready = process start -> `watching` logged and the first scan done; idle CPU = user + "
-        f"system over {config.idle_seconds:g} s after ready, W&B off, production settings "
-        "(scan every 60 s)",
+        f"ready = process start -> `watching` and `first scan done` logged; idle CPU = user + "
+        f"system over {config.idle_seconds:g} s from half a scan interval after ready (one "
+        "rescan inside), W&B off, production settings (scan every 60 s, INFO logs)",
         f"status: {config.status_runs} interleaved runs of each command as its own process "
         "(start -> exit, output read from a pipe, no watcher running), medians; baseline = "
         f"`uploader --version` (process start and imports); `status` over the empty dir "

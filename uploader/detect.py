@@ -198,6 +198,17 @@ class CompletionDetector:
         self._note(ref, detection)
         return detection
 
+    def unchanged(self, ref: FolderRef, step: int, recorded_key: str) -> bool:
+        """Whether the folder still holds exactly the version recorded as `recorded_key`: one
+        stat pass, nothing read or parsed. A rescan re-judges finished folders in turn only to
+        see a rewrite, and a rewrite changes a size, an mtime or an inode (as for `check`'s
+        own cache); a folder that is gone or changed gets a full `check`."""
+        try:
+            scan = scan_folder(ref.path(self.output_dir))
+        except OSError:
+            return False
+        return version_key(ref.name, step, scan.files, scan.inodes) == recorded_key
+
     def writing_now(self, quiet: float = 2.0) -> bool:
         """Whether the trainer is writing a checkpoint right now: a folder not complete yet
         whose newest file changed within `quiet` seconds of when we last looked, and we looked

@@ -43,6 +43,7 @@ from uploader.errors import (
 )
 from uploader.events import Events, ExpectedFile, NoEvents, UploadResult
 from uploader.hub import HubClient, LocalFile, Preuploaded, upload_operation
+from uploader.listing import FolderListing
 from uploader.modelcard import render_model_card
 from uploader.pacing import PacingInterrupted
 from uploader.preupload import Preuploader
@@ -131,6 +132,7 @@ class Pipeline:
         # (and its rotation), the moment the watcher lets the pruner run.
         self.admissions = 0
         self._recheck_turn = 0  # where the next watcher rescan resumes re-judging finished ones
+        self._listing = FolderListing(config.output_dir, clock)
 
     # -- detection -----------------------------------------------------------------------
     def scan(self, finished_budget: int | None = None) -> dict[str, Detection]:
@@ -139,24 +141,36 @@ class Pipeline:
         `finished_budget` (the watcher's rescans): every folder not finished yet is judged, and
         of those whose newest version is finished (verified, ...) at most this many, in turn,
         so a rescan over 10,000 verified checkpoints costs what one over 500 does, and each is
-        still re-judged within 10,000 / budget rescans. The others count as complete as
-        recorded. None (backfill): every folder.
+        still re-judged within 10,000 / budget rescans. A finished folder in its turn costs one
+        stat pass while it still holds the recorded version; the others count as complete as
+        recorded. None (backfill): every folder, judged in full.
         """
-        refs = list_folders(self.config.output_dir)
         if finished_budget is None:
-            return {ref.name: self.observe(ref) for ref in refs}
+            return {ref.name: self.observe(ref) for ref in list_folders(self.config.output_dir)}
+        refs = self._listing.refs()
         with self._store_lock:
-            latest = self.store.latest_states()
-        finished = sorted(r.name for r in refs if latest.get(r.name) in FINISHED)
-        skipped: set[str] = set()
+            latest = self.store.latest_versions()
+        finished = sorted(r.name for r in refs
+                          if r.name in latest and latest[r.name].state in FINISHED)
+        in_turn = set(finished)
         if len(finished) > finished_budget:
             start = self._recheck_turn % len(finished)
-            turn = finished[start:] + finished[:start]
-            skipped = set(turn[finished_budget:])
+            in_turn = set((finished[start:] + finished[:start])[:finished_budget])
             self._recheck_turn = start + finished_budget
         as_recorded = Detection(Verdict.COMPLETE, None, "finished as recorded; re-judged in turn")
-        return {ref.name: as_recorded if ref.name in skipped else self.observe(ref)
-                for ref in refs}
+        unchanged = Detection(Verdict.COMPLETE, None, "finished; unchanged since recorded")
+        detections: dict[str, Detection] = {}
+        for ref in refs:
+            newest = latest.get(ref.name)
+            if newest is None or newest.state not in FINISHED:
+                detections[ref.name] = self.observe(ref)
+            elif ref.name not in in_turn:
+                detections[ref.name] = as_recorded
+            elif self.detector.unchanged(ref, newest.step, newest.version_key):
+                detections[ref.name] = unchanged
+            else:
+                detections[ref.name] = self.observe(ref)
+        return detections
 
     def observe(self, ref: FolderRef) -> Detection:
         with self._detect_lock:

@@ -24,11 +24,16 @@ BUDGET = 2
 
 
 class CountingDetector(CompletionDetector):
-    judged: list[str]
+    judged: list[str]  # full checks (marker read, documents parsed)
+    looked: list[str]  # finished folders in their turn: the stat pass
 
     def check(self, ref):  # type: ignore[no-untyped-def]
         self.judged.append(ref.name)
         return super().check(ref)
+
+    def unchanged(self, ref, step, recorded_key):  # type: ignore[no-untyped-def]
+        self.looked.append(ref.name)
+        return super().unchanged(ref, step, recorded_key)
 
 
 @pytest.fixture
@@ -41,7 +46,7 @@ def verified(tmp_path: Path, request, make_hub_client: HubClientFactory
     store = StateStore.open(out / ".uploader")
     request.addfinalizer(store.close)
     detector = CountingDetector(out, 0.0)
-    detector.judged = []
+    detector.judged, detector.looked = [], []
     pipeline = Pipeline(PipelineConfig(output_dir=out, namespace="alice", prefix="p"), store,
                         detector, Stager(out / ".uploader" / "staging"), make_hub_client())
     pipeline.scan()
@@ -55,18 +60,35 @@ def test_each_rescan_judges_the_unfinished_and_a_budget_of_finished_folders(veri
     pipeline, detector, _ = verified
     seen: set[str] = set()
     for _ in range(math.ceil(len(STEPS) / BUDGET)):
-        detector.judged = []
+        detector.judged, detector.looked = [], []
         detections = pipeline.scan(BUDGET)
         assert set(detections) == {r.name for r in list_folders(pipeline.config.output_dir)}
         assert "checkpoint-60" in detector.judged, "an unfinished folder is judged every time"
-        finished = [n for n in detector.judged if n != "checkpoint-60"]
-        assert len(finished) <= BUDGET, detector.judged
-        seen |= set(finished)
+        assert detector.judged == ["checkpoint-60"], "unchanged finished folders: no full check"
+        assert 0 < len(detector.looked) <= BUDGET, detector.looked
+        seen |= set(detector.looked)
         assert all(d.verdict is not Verdict.GONE for d in detections.values())
     assert seen == {f"checkpoint-{s}" for s in STEPS}, "every finished folder gets its turn"
     detector.judged = []
-    pipeline.scan()  # backfill: every folder
+    pipeline.scan()  # backfill: every folder, in full
     assert len(detector.judged) == len(STEPS) + 1
+
+
+def test_a_finished_folder_in_its_turn_is_judged_in_full_only_when_it_changed(verified) -> None:
+    pipeline, detector, _ = verified
+    out = pipeline.config.output_dir
+    optimizer = out / "checkpoint-20" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[::-1])  # same size, new bytes and mtime
+    gone = out / "checkpoint-30"
+    for path in sorted(gone.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    gone.rmdir()
+    detector.judged, detector.looked = [], []
+    detections = pipeline.scan(len(STEPS))  # every finished folder in this turn
+    assert set(detector.looked) == {f"checkpoint-{s}" for s in STEPS if s != 30}
+    assert sorted(detector.judged) == ["checkpoint-20", "checkpoint-60"], detector.judged
+    assert detections["checkpoint-10"].verdict is Verdict.COMPLETE
+    assert "checkpoint-30" not in detections  # the listing saw it go
 
 
 def test_a_finished_folder_rewritten_in_place_is_found_within_its_turn(verified) -> None:

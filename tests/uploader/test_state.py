@@ -270,3 +270,27 @@ def test_all_without_files_is_the_same_rows_with_no_file_list(store):
     assert [dataclasses.replace(r, files=()) for r in full] == light
     assert light[1].state is State.FAILED and light[1].permanent is True
     assert light[1].kind is Kind.CHECKPOINT and light[1].metrics["epoch"] == 1.0
+
+
+def test_latest_versions_is_each_folders_newest_row_and_follows_every_write(store, tmp_path):
+    first = add(store, version(10))
+    add(store, version(20))
+    latest = store.latest_versions()
+    assert set(latest) == {"checkpoint-10", "checkpoint-20"}
+    assert latest["checkpoint-10"] == (State.PENDING, "key-checkpoint-10", 10)
+    assert store.latest_versions() is latest, "nothing written: the same answer, not re-read"
+    store.meta_set("watcher_heartbeat", "1.0")
+    assert store.latest_versions() is latest, "a meta write does not touch the checkpoints"
+    store.update(first.id, state=State.VERIFIED)
+    assert store.latest_versions()["checkpoint-10"].state is State.VERIFIED
+    add(store, version(10, key="key-checkpoint-10-v2"))  # a re-save: the newest row wins
+    assert store.latest_versions()["checkpoint-10"] == (State.PENDING, "key-checkpoint-10-v2", 10)
+    with pytest.raises(TypeError):
+        store.latest_versions()["checkpoint-99"] = latest["checkpoint-20"]  # type: ignore[index]
+    # Another process (another `uploader` command) writes through its own connection.
+    other = StateStore.open(tmp_path / "state")
+    try:
+        other.update(other.by_key("key-checkpoint-20").id, state=State.FAILED)
+    finally:
+        other.close()
+    assert store.latest_versions()["checkpoint-20"].state is State.FAILED
