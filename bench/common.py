@@ -276,6 +276,7 @@ class ProcessSampler:
         self.peak = 0
         self.children_peak = 0
         self.cpu = 0.0
+        self.cpu_samples: list[tuple[float, float]] = []  # (epoch, cpu so far)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
@@ -293,8 +294,21 @@ class ProcessSampler:
                 self.peak = max(self.peak, self.process.memory_info().rss)
                 self.children_peak = max(self.children_peak, self._children_rss())
                 self.cpu = max(self.cpu, cpu_seconds(self.process))
+                self.cpu_samples.append((time.time(), self.cpu))
             if self._stop.wait(SAMPLE_INTERVAL_S):
                 return
+
+    def cpu_at(self, when: float) -> float:
+        """CPU used by `when` (epoch), interpolated between the samples either side of it (the
+        last sample when `when` is later than all of them)."""
+        before = [(t, c) for t, c in self.cpu_samples if t <= when]
+        after = [(t, c) for t, c in self.cpu_samples if t > when]
+        if not before:
+            return after[0][1] if after else 0.0
+        if not after:
+            return before[-1][1]
+        (t0, c0), (t1, c1) = before[-1], after[0]
+        return c0 + (c1 - c0) * (when - t0) / (t1 - t0)
 
     def _children_rss(self) -> int:
         total = 0

@@ -18,9 +18,10 @@ measures).
 Both sides run in each transfer: xet (devhub serves Xet, as the Hub does; both clients take it by
 default) and lfs (HF_HUB_DISABLE_XET=1 for both). Rates are MiB/s, with the single-core sha256
 rate measured in the same run beside them; CPU is user + system seconds of the client process
-and its threads (hf_xet's included) per GiB uploaded, counted from each side's clock start (the
-marker landing; the `upload_folder` call) to its end (the sidecar's exit after `verified`; the
-call's return), so that neither side's imports and login are charged to the bytes. The
+and its threads (hf_xet's included) per GiB uploaded, counted over each side's timed window: from
+its clock start (the marker landing; the `upload_folder` call) to its end (the sidecar's
+`verified_at`, interpolated between the 50 ms CPU samples either side; the call's return), so
+that neither side's imports, login or exit are charged to the bytes. The
 uploader's peak RSS is sampled with W&B off; one extra sidecar run with W&B on (offline)
 reports W&B's service process separately.
 
@@ -285,8 +286,11 @@ def run_sidecar(size: int, config: Config, wandb: bool = False, transfer: str = 
         first = dataclasses.replace(
             first_bytes(hub.log(), landing, transfer), detected=record.detected_at - landing,
             detected_to_verified=(record.verified_at or float("nan")) - record.detected_at)
+        # CPU up to `verified_at`, as the bare side's up to its call's return: after it the
+        # sidecar only exits (--exit-when-done), which a watcher in production never does.
+        verified_cpu = rss.cpu_at(rows[0]["verified_at"])
         return Sample(SIDECAR, size, rows[0]["verified_at"] - complete, rss.peak,
-                      rss.children_peak, transfer, rss.cpu - cpu_started, first)
+                      rss.children_peak, transfer, verified_cpu - cpu_started, first)
 
 
 def run_bare(size: int, config: Config, transfer: str = "xet") -> Sample:
@@ -364,7 +368,8 @@ def table(samples: list[Sample], sha_rates: list[float], wandb: Sample | None,
     result.notes += [
         f"{config.repeats} interleaved repeats, medians of per-repeat ratios; unthrottled "
         "devhub on the same machine; sidecar = completion marker -> verified, bare = one "
-        "`HfApi.upload_folder` call; sha256 = one core hashing memory; RSS = peak, W&B off",
+        "`HfApi.upload_folder` call; CPU s/GiB = user + system over those same windows; sha256 = "
+        "one core hashing memory; RSS = peak, W&B off",
     ]
     if wandb is not None:
         result.notes.append(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench import scale, training_overhead, upload_throughput
-from bench.common import Table, ratios, rotations
+from bench.common import ProcessSampler, Table, ratios, rotations
 
 pytestmark = [pytest.mark.slow]
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -168,3 +168,13 @@ def test_stream_lag_flat_and_growing():
                                         "verified_at": t + 0.5 * t} for t in range(10)])
     assert growing.slope == pytest.approx(30.0)  # 0.5 s per second of stream
     assert growing.last_lag > growing.first_lag
+
+
+def test_cpu_at_interpolates_between_the_samples_either_side() -> None:
+    sampler = ProcessSampler.__new__(ProcessSampler)  # its samples only, no thread
+    sampler.cpu_samples = [(100.0, 1.0), (100.5, 2.0), (101.0, 2.5)]
+    assert sampler.cpu_at(100.25) == pytest.approx(1.5)
+    assert sampler.cpu_at(100.5) == 2.0
+    assert sampler.cpu_at(99.0) == 1.0 and sampler.cpu_at(200.0) == 2.5
+    sampler.cpu_samples = []
+    assert sampler.cpu_at(100.0) == 0.0
