@@ -286,8 +286,10 @@ def run_sidecar(size: int, config: Config, wandb: bool = False, transfer: str = 
         first = dataclasses.replace(
             first_bytes(hub.log(), landing, transfer), detected=record.detected_at - landing,
             detected_to_verified=(record.verified_at or float("nan")) - record.detected_at)
-        # CPU up to `verified_at`, as the bare side's up to its call's return: after it the
-        # sidecar only exits (--exit-when-done), which a watcher in production never does.
+        # CPU up to `verified_at`, as the bare side's up to its call's return. After it come
+        # the snapshot's removal, one state write and the exit (--exit-when-done, which a
+        # watcher in production never does): milliseconds of bookkeeping, then start-up's
+        # mirror image, which the bare side's figure leaves out too.
         verified_cpu = rss.cpu_at(rows[0]["verified_at"])
         return Sample(SIDECAR, size, rows[0]["verified_at"] - complete, rss.peak,
                       rss.children_peak, transfer, verified_cpu - cpu_started, first)

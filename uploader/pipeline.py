@@ -132,10 +132,11 @@ class Pipeline:
         # (and its rotation), the moment the watcher lets the pruner run.
         self.admissions = 0
         self._recheck_turn = 0  # where the next watcher rescan resumes re-judging finished ones
-        self._listing = FolderListing(config.output_dir, clock)
+        self._listing = FolderListing(config.output_dir)
 
     # -- detection -----------------------------------------------------------------------
-    def scan(self, finished_budget: int | None = None) -> dict[str, Detection]:
+    def scan(self, finished_budget: int | None = None, fresh_listing: bool = False
+             ) -> dict[str, Detection]:
         """Judge the uploadable folders of the output dir; admit the complete ones.
 
         `finished_budget` (the watcher's rescans): every folder not finished yet is judged, and
@@ -143,11 +144,13 @@ class Pipeline:
         so a rescan over 10,000 verified checkpoints costs what one over 500 does, and each is
         still re-judged within 10,000 / budget rescans. A finished folder in its turn costs one
         stat pass while it still holds the recorded version; the others count as complete as
-        recorded. None (backfill): every folder, judged in full.
+        recorded. None (backfill): every folder, judged in full. The rescans reuse the
+        directory listing while the output dir is unchanged (`uploader.listing`), unless
+        `fresh_listing` (a rescan asked for: an inotify overflow, the run's end).
         """
         if finished_budget is None:
             return {ref.name: self.observe(ref) for ref in list_folders(self.config.output_dir)}
-        refs = self._listing.refs()
+        refs = self._listing.refs(fresh=fresh_listing)
         with self._store_lock:
             latest = self.store.latest_versions()
         finished = sorted(r.name for r in refs

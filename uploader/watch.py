@@ -34,8 +34,8 @@ OVERFLOW_MESSAGE = "queue overflowed"
 # windows end without any event, and a marker may land on a network filesystem silently.
 RECHECK_INTERVAL = 1.0
 # Finished (verified) folders re-judged per rescan, in turn: idle cost flat in their number.
-# Each costs one stat pass (about 0.2 ms, syscalls); a dir of up to this many is re-judged in
-# full every rescan, one of 10,000 within 40 (0.2% of a core at the default interval).
+# Each costs one stat pass (about 0.2 ms, syscalls) unless it changed; a dir of up to this many
+# gets that look every rescan, one of 10,000 within 40 (0.2% of a core at the default interval).
 FINISHED_RECHECKS_PER_SCAN = 250
 # Free space is checked after every prune pass, and at least this often between them.
 SPACE_CHECK_INTERVAL = 30.0
@@ -183,10 +183,12 @@ class Watcher:
             names = {None} if now >= next_full else self.wakeups.take(
                 RECHECK_INTERVAL if self.incomplete else min(self.config.scan_interval,
                                                              next_full - now))
+            # A rescan somebody asked for (an overflow, the run's end) trusts no cached listing.
+            asked = None in names and now < next_full
             admitted = self.pipeline.admissions
             try:
                 if None in names or time.monotonic() >= next_full:
-                    self._judge_all()
+                    self._judge_all(fresh=asked)
                     next_full = time.monotonic() + self.config.scan_interval
                 else:
                     self._judge({n for n in names if n} | self.incomplete)
@@ -196,8 +198,8 @@ class Watcher:
                 self.pruner.request()
             self.last_loop = time.time()
 
-    def _judge_all(self) -> None:
-        detections = self.pipeline.scan(FINISHED_RECHECKS_PER_SCAN)
+    def _judge_all(self, fresh: bool = False) -> None:
+        detections = self.pipeline.scan(FINISHED_RECHECKS_PER_SCAN, fresh_listing=fresh)
         self.incomplete = {n for n, d in detections.items() if d.verdict is Verdict.NOT_YET}
         self.full_scans += 1
         if self.full_scans == 1:
