@@ -66,8 +66,7 @@ SMALL_FILE = 4096  # adapter and optimizer bytes of each checkpoint: scale is ab
 WATCH_ARGS = ("watch", "--exit-when-done")
 READY_MESSAGES = ("watching", "first scan done")
 SCAN_INTERVAL_S = 60.0  # the production default (`--scan-interval`), which the bench keeps
-# Logs as JSON lines at DEBUG: the detector's first verdict per folder tells when the first
-# scan reached the last folder.
+# Logs as JSON lines at the production level (INFO), for the ready messages' times.
 LOG_SETTINGS = {"UPLOADER_LOG_FORMAT": "json"}
 STREAM_WINDOW = 5  # lag is compared between the first and the last fifth of the stream
 TARGET_READY_S = 2.0
@@ -176,9 +175,12 @@ def log_records(text: str) -> list[dict]:
 def ready_at(text: str) -> float | None:
     """When both `watching` and `first scan done` were logged (the later of the two)."""
     records = log_records(text)
-    times = [next((r["time"] for r in records if r.get("message") == message), None)
-             for message in READY_MESSAGES]
-    return None if None in times else max(t for t in times if t is not None)
+    first: dict[str, float] = {}
+    for record in records:
+        first.setdefault(str(record.get("message")), record["time"])
+    if not all(message in first for message in READY_MESSAGES):
+        return None
+    return max(first[message] for message in READY_MESSAGES)
 
 
 def idle_once(variant: str, out: Path, endpoint: str, root: Path, config: Config) -> IdleSample:

@@ -178,3 +178,20 @@ def test_cpu_at_interpolates_between_the_samples_either_side() -> None:
     assert sampler.cpu_at(99.0) == 1.0 and sampler.cpu_at(200.0) == 2.5
     sampler.cpu_samples = []
     assert sampler.cpu_at(100.0) == 0.0
+
+
+def test_ready_is_the_later_of_watching_and_the_first_scan() -> None:
+    import json
+
+    lines = [json.dumps({"message": "watching", "time": 1.0}), "not json",
+             json.dumps({"message": "checkpoint complete", "time": 2.0})]
+    assert scale.ready_at("\n".join(lines)) is None
+    lines += [json.dumps({"message": "first scan done", "time": 3.0}),
+              json.dumps({"message": "first scan done", "time": 9.0})]
+    assert scale.ready_at("\n".join(lines)) == 3.0
+
+
+def test_the_idle_window_holds_one_rescan_at_the_default_length() -> None:
+    assert scale.rescans_inside(60.0) == "one rescan"
+    assert scale.rescans_inside(130.0) == "2 rescans"
+    assert scale.rescans_inside(2.0) == "0 rescans"
