@@ -1,7 +1,7 @@
 """Upload efficiency and time to first byte: the sidecar vs a bare `HfApi.upload_folder`.
 
     python -m bench.upload_throughput [--sizes-mb 1024,4096,8192] [--repeats 3] [--transfers xet,lfs]
-        [--no-wandb-check]
+        [--short-run-factor 3] [--no-wandb-check] [--no-low-memory-check]
 
 For each size, a checkpoint-shaped folder of random bytes (two large binaries and the small
 files Trainer and PEFT write). Sidecar: `uploader watch --exit-when-done` is running when the
@@ -99,6 +99,11 @@ TARGET_RSS_MB = 150
 LOW_MEMORY_XET = {"HF_XET_FIXED_UPLOAD_CONCURRENCY": "1",
                   "HF_XET_DATA_MAX_CONCURRENT_FILE_INGESTION": "1"}
 TARGET_FIRST_BYTE_S = 1.0
+# A short run's spread between repeats is as large as the gap it measures (a 1 GiB upload takes
+# 4-8 s here, and one slow fsync in devhub moves it by a second): a size under this one is
+# repeated more, up to SHORT_RUN_FACTOR times, so the medians of short runs settle too.
+REPEAT_REFERENCE = 4 * GiB
+SHORT_RUN_FACTOR = 3
 BIG_REQUEST = MiB  # a request body this large carries a large file's bytes
 START_TIMEOUT_S = 120.0
 UPLOAD_TIMEOUT_S = 3600.0
@@ -113,6 +118,15 @@ class Config:
     work_dir: Path | None
     transfers: tuple[str, ...] = TRANSFERS
     low_memory_check: bool = True
+    short_run_factor: int = SHORT_RUN_FACTOR
+
+    def pairs_per_repeat(self, size: int) -> int:
+        """Sidecar/bare pairs of `size` in each repeat: 1 at REPEAT_REFERENCE and above, more
+        (up to `short_run_factor`) below it."""
+        return max(1, min(self.short_run_factor, -(-REPEAT_REFERENCE // size)))
+
+    def runs(self, size: int) -> int:
+        return self.repeats * self.pairs_per_repeat(size)
 
 
 @dataclass(frozen=True)
@@ -338,6 +352,20 @@ def bare_main(argv: list[str]) -> int:
 
 # -- the benchmark -------------------------------------------------------------------------
 
+def run_pair(size: int, transfer: str, run: int, config: Config) -> list[Sample]:
+    """One sidecar and one bare upload of `size`, the first of the two alternating by run."""
+    samples = []
+    for side in rotated((SIDECAR, BARE), run):
+        sample = (run_sidecar(size, config, transfer=transfer) if side == SIDECAR
+                  else run_bare(size, config, transfer))
+        first = sample.first.first_byte if sample.first else None
+        print(f"run {run + 1}/{config.runs(size)} {transfer} {size / MiB:.0f} MiB {side}: "
+              f"{sample.rate:.0f} MiB/s, peak RSS {sample.peak_rss / MiB:.0f} MiB, CPU "
+              f"{sample.cpu_per_gib:.1f} s/GiB, first byte {fmt(first)} s", flush=True)
+        samples.append(sample)
+    return samples
+
+
 def measure(config: Config) -> tuple[list[Sample], list[float], Sample | None, Sample | None]:
     samples: list[Sample] = []
     sha_rates: list[float] = []
@@ -345,16 +373,11 @@ def measure(config: Config) -> tuple[list[Sample], list[float], Sample | None, S
         sha_rates.append(sha256_rate(config.sha_sample))
         for transfer in config.transfers:
             for size in config.sizes:
-                for side in rotated((SIDECAR, BARE), repeat):
-                    sample = (run_sidecar(size, config, transfer=transfer) if side == SIDECAR
-                              else run_bare(size, config, transfer))
-                    first = sample.first.first_byte if sample.first else None
-                    print(f"repeat {repeat + 1}/{config.repeats} {transfer} {size / MiB:.0f} "
-                          f"MiB {side}: {sample.rate:.0f} MiB/s, peak RSS "
-                          f"{sample.peak_rss / MiB:.0f} MiB, CPU "
-                          f"{sample.cpu_per_gib:.1f} s/GiB, first byte {fmt(first)} s",
-                          flush=True)
-                    samples.append(sample)
+                # A short size's extra pairs run inside each repeat, not after the others:
+                # every size meets the same spells of the machine.
+                pairs = config.pairs_per_repeat(size)
+                for run in range(repeat * pairs, (repeat + 1) * pairs):
+                    samples += run_pair(size, transfer, run, config)
     wandb = run_sidecar(min(config.sizes), config, wandb=True) if config.wandb_check else None
     low = (run_sidecar(max(config.sizes), config, setting=LOW_MEMORY_XET)
            if config.low_memory_check and "xet" in config.transfers else None)
@@ -368,7 +391,8 @@ def table(samples: list[Sample], sha_rates: list[float], wandb: Sample | None,
         "uploader RSS MiB", "bare RSS MiB", "sidecar CPU s/GiB", "bare CPU s/GiB", "target",
         "met"])
     result.notes += [
-        f"{config.repeats} interleaved repeats, medians of per-repeat ratios; unthrottled "
+        f"{config.repeats} interleaved repeats{_short_runs(config)}, medians of per-pair "
+        "ratios; unthrottled "
         "devhub on the same machine; sidecar = completion marker -> verified, bare = one "
         "`HfApi.upload_folder` call; CPU s/GiB = user + system over those same windows; sha256 = "
         "one core hashing memory; RSS = peak, W&B off",
@@ -407,7 +431,7 @@ def first_byte_table(samples: list[Sample], config: Config) -> Table:
         "transfer", "size MiB", "detected s", "first upload call s", "first byte s",
         "first >= 1 MiB s", "detected -> verified s", "bare first byte s", "target", "met"])
     result.notes += [
-        f"the same runs as the upload table, medians of {config.repeats}; sidecar times from "
+        "the same runs as the upload table, medians of its pairs; sidecar times from "
         "the completion marker landing, bare from the `upload_folder` call; a request's start "
         "= devhub's log time - duration; first byte = the first xorb POST (xet) or LFS object "
         "PUT (lfs); first >= 1 MiB = the first of those with a MiB or more in its body; first "
@@ -430,6 +454,13 @@ def first_byte_table(samples: list[Sample], config: Config) -> Table:
                        fmt(_median_of(bare, "first_byte")),
                        f"first byte <= {TARGET_FIRST_BYTE_S:g} s", "yes" if met else "no")
     return result
+
+
+def _short_runs(config: Config) -> str:
+    """`(1024 MiB: 9 pairs)`: the sizes repeated more than `config.repeats`."""
+    more = [f"{size / MiB:.0f} MiB: {config.runs(size)} pairs" for size in config.sizes
+            if config.pairs_per_repeat(size) > 1]
+    return f" ({', '.join(more)}, each repeat running its pairs in turn)" if more else ""
 
 
 def _shell(environ: dict[str, str]) -> str:
@@ -459,11 +490,14 @@ def parse(argv: list[str] | None) -> Config:
                         help="skip the extra sidecar run with W&B on")
     parser.add_argument("--no-low-memory-check", dest="low_memory_check", action="store_false",
                         help="skip the extra Xet run with the README's low-memory recipe")
+    parser.add_argument("--short-run-factor", type=int, default=SHORT_RUN_FACTOR,
+                        help="at most this many sidecar/bare pairs per repeat for a size under "
+                        f"{REPEAT_REFERENCE // MiB} MiB (1: one pair, as for larger sizes)")
     parser.add_argument("--transfers", default=",".join(TRANSFERS),
                         help="xet (production's path), lfs (HF_HUB_DISABLE_XET=1), or both")
     args = parser.parse_args(argv)
     if args.tiny:
-        args.repeats, args.sizes_mb = 1, "12,24"
+        args.repeats, args.sizes_mb, args.short_run_factor = 1, "12,24", 1
     sizes = tuple(int(float(s) * MiB) for s in args.sizes_mb.split(",") if s.strip())
     transfers = tuple(t for t in args.transfers.split(",") if t.strip())
     if not transfers or set(transfers) - set(TRANSFERS):
@@ -471,7 +505,8 @@ def parse(argv: list[str] | None) -> Config:
     return Config(sizes=sizes, repeats=args.repeats, wandb_check=args.wandb_check,
                   sha_sample=SHA256_SAMPLE_TINY if args.tiny else SHA256_SAMPLE,
                   work_dir=args.work_dir, transfers=transfers,
-                  low_memory_check=args.low_memory_check)
+                  low_memory_check=args.low_memory_check,
+                  short_run_factor=max(1, args.short_run_factor))
 
 
 def main(argv: list[str] | None = None) -> int:

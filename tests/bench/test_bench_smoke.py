@@ -6,6 +6,7 @@ end (devhub, trainer, uploader as processes) and ends with its table and the exp
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,25 @@ def test_repeats_rotate_the_variants_and_ratios_pair_them():
     order = rotations(("a", "b", "c"), 2)
     assert order == [(0, "a"), (0, "b"), (0, "c"), (1, "b"), (1, "c"), (1, "a")]
     assert ratios([2.0, 3.0], [1.0, 2.0]) == [2.0, 1.5]
+
+
+def test_short_sizes_get_more_pairs_each_repeat_and_keep_alternating(monkeypatch):
+    GiB = 1024 ** 3
+    config = upload_throughput.Config(sizes=(GiB, 2 * GiB, 4 * GiB, 8 * GiB), repeats=2,
+                                      wandb_check=False, sha_sample=1024 * 1024,
+                                      work_dir=None, transfers=("lfs",), low_memory_check=False)
+    assert [config.pairs_per_repeat(s) for s in config.sizes] == [3, 2, 1, 1]
+    assert config.runs(GiB) == 6
+    assert dataclasses.replace(config, short_run_factor=1).pairs_per_repeat(GiB) == 1
+    order = []
+    monkeypatch.setattr(upload_throughput, "run_pair",
+                        lambda size, transfer, run, cfg: order.append((size // GiB, run)) or [])
+    upload_throughput.measure(config)
+    # each repeat runs every size, the short ones several times in turn, runs numbered on
+    assert order == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (4, 0), (8, 0),
+                     (1, 3), (1, 4), (1, 5), (2, 2), (2, 3), (4, 1), (8, 1)]
+    assert upload_throughput.parse(["--tiny"]).short_run_factor == 1
+    assert "1024 MiB: 6 pairs" in upload_throughput._short_runs(config)
 
 
 def test_stream_lag_flat_and_growing():
