@@ -506,7 +506,7 @@ def parse(argv: list[str] | None) -> Config:
                   sha_sample=SHA256_SAMPLE_TINY if args.tiny else SHA256_SAMPLE,
                   work_dir=args.work_dir, transfers=transfers,
                   low_memory_check=args.low_memory_check,
-                  short_run_factor=max(1, args.short_run_factor))
+                  short_run_factor=args.short_run_factor)
 
 
 def main(argv: list[str] | None = None) -> int:
