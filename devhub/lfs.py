@@ -14,11 +14,9 @@ import hmac
 import json
 import logging
 import math
+import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
 from .app import App, Request, find_repo, repo_key
 from .objects import StagedFile
@@ -29,10 +27,7 @@ log = logging.getLogger(__name__)
 
 LFS_CONTENT_TYPE = "application/vnd.git-lfs+json"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-class _Digest(Protocol):
-    def update(self, data: bytes, /) -> None: ...
+OBJECT_FILE = "object"  # in a multipart upload's folder: the parts, each at its own offset
 
 
 @dataclass(frozen=True)
@@ -162,27 +157,37 @@ def put_object(app: App, req: Request, ticket_text: str) -> Response:
 
 
 def put_part(app: App, req: Request, ticket_text: str, part: str) -> Response:
+    """One part, written where it belongs in the object, so completion copies nothing (as S3's
+    CompleteMultipartUpload, behind the Hub's completion URL, copies nothing through the
+    client's path). A part sent again overwrites its own range; its ETag is written last, so a
+    part cut short counts as missing."""
     ticket = Ticket.decode(app.secret, ticket_text)
     number = int(part)
     if not ticket.chunk_size or not 1 <= number <= ticket.parts:
         raise HubError(400, f"Invalid part number {part}")
     _live_repo(app, ticket)
-    expected = min(ticket.chunk_size, ticket.size - (number - 1) * ticket.chunk_size)
+    start = (number - 1) * ticket.chunk_size
+    expected = min(ticket.chunk_size, ticket.size - start)
+    folder = app.storage.objects.upload_dir(ticket.upload_key)
+    etag_file = folder / f"part-{number:05d}.etag"
+    etag_file.unlink(missing_ok=True)
     md5 = hashlib.md5(usedforsecurity=False)
-    staged = app.storage.objects.stage(_hashing(req.body.chunks(), md5))
-    if staged.size != expected:
-        app.storage.objects.discard(staged)
-        raise HubError(400, f"Part {number} must be {expected} bytes, got {staged.size}")
-    target = app.storage.objects.upload_dir(ticket.upload_key) / f"part-{number:05d}"
-    staged.path.replace(target)
-    target.with_suffix(".etag").write_text(md5.hexdigest())
+    received = 0
+    fd = os.open(folder / OBJECT_FILE, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for chunk in req.body.chunks():
+            # Never past the part's own range: a longer body must not overwrite the next part.
+            kept = chunk[:max(0, expected - received)]
+            if kept:
+                os.pwrite(fd, kept, start + received)
+                md5.update(kept)
+            received += len(chunk)
+    finally:
+        os.close(fd)
+    if received != expected:
+        raise HubError(400, f"Part {number} must be {expected} bytes, got {received}")
+    etag_file.write_text(md5.hexdigest())
     return Response(200, headers={"ETag": f'"{md5.hexdigest()}"'})
-
-
-def _hashing(chunks: Iterator[bytes], digest: _Digest) -> Iterator[bytes]:
-    for chunk in chunks:
-        digest.update(chunk)
-        yield chunk
 
 
 def complete_multipart(app: App, req: Request, ticket_text: str) -> Response:
@@ -194,25 +199,24 @@ def complete_multipart(app: App, req: Request, ticket_text: str) -> Response:
     if payload.get("oid") != ticket.oid or len(parts) != ticket.parts:
         raise HubError(400, f"Completion must list the {ticket.parts} parts of {ticket.oid}")
     folder = app.storage.objects.upload_dir(ticket.upload_key)
-    paths = []
     for number, part in enumerate(sorted(parts, key=lambda p: p.get("partNumber", 0)), start=1):
-        path = folder / f"part-{number:05d}"
-        etag_file = path.with_suffix(".etag")
+        etag_file = folder / f"part-{number:05d}.etag"
         sent = str(part.get("etag", "")).strip('"')
-        if part.get("partNumber") != number or not path.is_file() or etag_file.read_text() != sent:
+        if part.get("partNumber") != number or not etag_file.is_file() \
+                or etag_file.read_text() != sent:
             raise HubError(400, f"Part {number} is missing or its ETag does not match")
-        paths.append(path)
-    staged = app.storage.objects.stage(_read_files(paths))
+    objects = app.storage.objects
+    staged = objects.hash_in_place(folder / OBJECT_FILE)
+    if staged.size != ticket.size or staged.sha256 != ticket.oid:
+        # The parts stay: one sent again fixes the object, as with S3.
+        raise HubError(
+            400,
+            f"Uploaded content does not match: expected sha256 {ticket.oid} size {ticket.size}, "
+            f"got {staged.sha256} size {staged.size}",
+        )
     _accept(app, ticket, staged)
-    app.storage.objects.drop_upload_dir(ticket.upload_key)
+    objects.drop_upload_dir(ticket.upload_key)
     return lfs_json({"oid": ticket.oid, "size": ticket.size})
-
-
-def _read_files(paths: list[Path]) -> Iterator[bytes]:
-    for path in paths:
-        with open(path, "rb") as src:
-            while chunk := src.read(1024 * 1024):
-                yield chunk
 
 
 def verify(app: App, req: Request, ticket_text: str) -> Response:

@@ -166,9 +166,8 @@ class XetStore:
                     return False
                 index = XorbIndex.build(chunks)
                 with open(staged, "r+b") as out:
+                    # No fsync, as for LFS objects (devhub.objects.ObjectStore.stage).
                     out.truncate(index.length)  # drop a footer if the client sent one
-                    out.flush()
-                    os.fsync(out.fileno())
                 final = self.xorb_path(xorb)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(self._index_path(xorb), json.dumps(index.to_json()).encode())
