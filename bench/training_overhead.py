@@ -291,8 +291,8 @@ def parse(argv: list[str] | None) -> Config:
     # torch threads on a 2-core VM would measure CPU contention with devhub, which stands in for
     # the remote Hub, rather than the sidecar's overhead. Pass 2 to see that contention.
     parser.add_argument("--trainer-threads", type=int, default=1)
-    # The real Hub stores uploads on its own disks: devhub's writes (each object fsynced) on the
-    # trainer's disk would slow every variant's saves in a way no real upload does.
+    # The real Hub stores uploads on its own disks: devhub's writes on the trainer's disk would
+    # slow every variant's saves in a way no real upload does.
     parser.add_argument("--hub-dir", type=Path, default=DEFAULT_HUB_DIR if
                         DEFAULT_HUB_DIR.is_dir() else None,
                         help="devhub's data (default: tmpfs when there is one)")
