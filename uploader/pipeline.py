@@ -21,7 +21,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +30,7 @@ from typing import cast
 from shared.hashing import LFS_ONLY_SIZE, FileDigest, digest_bytes, digest_file
 from shared.layout import FolderRef, Kind, list_folders
 from shared.manifest import MANIFEST_FILENAME, Manifest, ManifestFile, read_metrics
+from shared.markers import FileStat
 from shared.naming import RepoNameError, make_repo_name
 from uploader.detect import CompletionDetector, Detection, FolderVersion, Verdict
 from uploader.errors import (
@@ -425,11 +426,10 @@ class Pipeline:
         """Send every staged file while hashing the others; the files (card and manifest
         included) and what was sent. Xet: the large files go at once and hf_xet's own read
         gives their sha256 (one read per byte; a digest known from an earlier attempt is kept,
-        so verification compares two reads). LFS: smallest first, each once hashed."""
+        so verification compares two reads). LFS: each once hashed, in `send_order`."""
         use_xet = self.hub.uses_xet(record.repo_id)
         known = self._digests.setdefault(record.version_key, {})
-        stats = sorted((s for s in staged.files if s.path != MODEL_CARD),
-                       key=lambda s: (s.size, s.path))
+        stats = send_order(s for s in staged.files if s.path != MODEL_CARD)
         by_xet = {s.path for s in stats if use_xet and s.size >= LFS_ONLY_SIZE}
         # LFS: one file still uploading while the next, just hashed, starts (hf_xet runs its
         # own transfers concurrently from the one batch).
@@ -646,3 +646,13 @@ def ref_of(record: Record) -> FolderRef:
 def pending_work(records: list[Record]) -> list[Record]:
     """Records that still need an upload attempt (permanent failures need a human)."""
     return [r for r in records if r.state not in FINISHED and not r.permanent]
+
+
+def send_order(files: Iterable[FileStat]) -> list[FileStat]:
+    """The small files first (their first bytes leave at once, and hashing them costs
+    nothing), then the large ones largest first. With LFS the largest file is the upload's
+    long pole, and its sha256 must be known before its first byte: hashed first, at full speed,
+    it starts sending before the bare client's, which hashes everything first. Hashed last,
+    while the others were sending, it started later (1 GiB: 0.97 s against 0.57 s)."""
+    return sorted(files, key=lambda s: (0, s.size, s.path) if s.size < LFS_ONLY_SIZE
+                  else (1, -s.size, s.path))

@@ -30,13 +30,14 @@ class EventLog(HubClient):
 
     events: list[tuple[str, str]]
     batches: list[list[str]]
-    first_send: threading.Event
+    sent: dict[str, threading.Event]
 
     def preupload(self, repo_id: str, operations: Sequence[CommitOperationAdd],
                   use_xet: bool, total: int = 0) -> None:
         self.events.extend(("send", op.path_in_repo) for op in operations)
         self.batches.append([op.path_in_repo for op in operations])
-        self.first_send.set()
+        for op in operations:
+            self.sent.setdefault(op.path_in_repo, threading.Event()).set()
         super().preupload(repo_id, operations, use_xet, total)
 
 
@@ -48,16 +49,18 @@ def test_each_file_is_hashed_once_and_sent_while_others_are_hashed(
     one_checkpoint_of(out, adapter_bytes=LARGE, optimizer_bytes=2 * LARGE)
     base = make_hub_client()
     hub = EventLog(replace(base.config, use_xet=use_xet, xet_fallback=False), base.policy)
-    hub.events, hub.batches, hub.first_send = [], [], threading.Event()
+    hub.events, hub.batches, hub.sent = [], [], {}
     hashed = pipeline_module.digest_file
     overlapped: list[bool] = []
 
     def recording_digest(path: Path, *args: object, **kwargs: object):
         name = Path(path).name
-        if name == "optimizer.pt":
-            # The largest file is hashed last: by then bytes must already be on their way
-            # (an upload that hashes everything first would wait here in vain).
-            overlapped.append(hub.first_send.wait(OVERLAP_DEADLINE_S))
+        if name == "adapter_model.safetensors":
+            # The largest file, the upload's long pole, is hashed and sent first; the next one
+            # is hashed while it is on its way (an upload that hashes everything first would
+            # wait here in vain).
+            overlapped.append(hub.sent.setdefault("optimizer.pt", threading.Event())
+                              .wait(OVERLAP_DEADLINE_S))
         hub.events.append(("hash", name))
         return hashed(path, *args, **kwargs)
 
@@ -80,11 +83,13 @@ def test_each_file_is_hashed_once_and_sent_while_others_are_hashed(
         assert not large & set(hashes), hashes
         assert len(hub.batches) == 1 and set(hub.batches[0]) == set(sends), hub.batches
     else:
-        # The LFS batch needs each sha256 first, so each file is sent after its hash, and the
-        # first one leaves before the largest is hashed.
+        # The LFS batch needs each sha256 first, so each file is sent after its hash: the
+        # small files first, then the large ones largest first, the next hashed meanwhile.
         for name in sends:
             assert hub.events.index(("hash", name)) < hub.events.index(("send", name))
-        assert overlapped == [True], "nothing was sent before the last file was hashed"
+        assert [n for n in sends if n in large] == ["optimizer.pt", "adapter_model.safetensors"]
+        assert set(sends[:-2]).isdisjoint(large), sends
+        assert overlapped == [True], "the second large file was hashed before the first was sent"
     # What the Hub lists was verified against the digests kept for later checks.
     expected = {f.path_in_repo: f for f in pipeline.expected_files(done) or []}
     assert expected["optimizer.pt"].digest.size == 2 * LARGE
