@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.fsutil import atomic_write_bytes
-from shared.hashing import git_blob_sha1
+from shared.hashing import digest_file, git_blob_sha1
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:
@@ -95,13 +95,8 @@ class ObjectStore:
 
     def hash_in_place(self, path: Path) -> StagedFile:
         """A file already written where it lies (a multipart upload's object), hashed."""
-        sha256 = hashlib.sha256()
-        size = 0
-        with open(path, "rb") as src:
-            while chunk := src.read(1024 * 1024):
-                sha256.update(chunk)
-                size += len(chunk)
-        return StagedFile(path=path, size=size, sha256=sha256.hexdigest())
+        digest = digest_file(path)
+        return StagedFile(path=path, size=digest.size, sha256=digest.sha256)
 
     def adopt_lfs(self, staged: StagedFile) -> Path:
         """Move a verified staged file to its content address."""
